@@ -1,0 +1,57 @@
+"""``python -m kerascnn COMMAND``: one thin entry point over the library's commands.
+
+Each command lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``--help`` is fast.
+Errors the user can fix (bad names, paths, sizes) print one clear line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command -> (module, one-line help)
+COMMANDS = {
+    "inspect": ("kerascnn.inspect", "print the lecture-style layer table of a model"),
+    "export": ("kerascnn.export", "export a trained model to SavedModel and ONNX (TF Serving layout)"),
+    "predict": ("kerascnn.predict", "top-5 predictions of an exported model for image files"),
+    "serve": ("kerascnn.serving.server", "TF Serving-compatible REST and gRPC server"),
+    "visualize": ("kerascnn.visualize", "kernels, filters, feature maps and architecture diagrams"),
+}
+
+
+class UserError(Exception):
+    """An error the user can fix; the CLI prints its message and exits with code 2."""
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m kerascnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help or the "invalid choice" error
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    command = argparse.ArgumentParser(prog=f"python -m kerascnn {argv[0]}",
+                                      description=COMMANDS[argv[0]][1])
+    module.add_arguments(command)
+    args = command.parse_args(argv[1:])
+    return run_reporting_errors(module.run, args)
+
+
+def run_reporting_errors(fn, *args) -> int:
+    """Run ``fn``; turn errors the user can fix into one line on stderr and exit code 2."""
+    from .arithmetic import SizeError
+    from .registry import UnknownModelError
+    try:
+        return int(fn(*args) or 0)
+    except (UserError, SizeError, UnknownModelError, FileNotFoundError, NotADirectoryError,
+            PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,135 @@
+"""The model registry: every network of the zoo by name, with its metadata.
+
+Family modules (``kerascnn.models.*``) call :func:`register` once per named network; a variant is
+the family's builder plus fixed options (``vgg16`` = ``vgg(cfg="D")``), never a copy of the code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .arithmetic import SizeError
+
+__all__ = ["ModelInfo", "register", "list_models", "model_info", "get_model", "UnknownModelError"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about one network.
+
+    ``input_shape`` is the paper's input (H, W, C); ``min_size`` the smallest square input the
+    network accepts (tests build the network at it); ``paper`` the citation it implements.
+    """
+
+    name: str
+    family: str
+    builder: Callable = field(repr=False)
+    input_shape: tuple[int, int, int]
+    min_size: int
+    paper: str
+    description: str = ""
+    options: dict = field(default_factory=dict)
+
+    def accepted_options(self) -> list[str]:
+        fixed = {"num_classes", "input_shape", "preprocessing", "name"} | set(self.options)
+        params = inspect.signature(self.builder).parameters
+        return sorted(p for p in params if p not in fixed)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+class UnknownModelError(KeyError):
+    """An unknown network name; the message lists the closest registered names."""
+
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0]
+
+
+def register(name: str, builder: Callable, *, family: str, input_shape, min_size: int, paper: str,
+             description: str = "", **options) -> ModelInfo:
+    """Register ``builder(**options)`` under ``name``. Names are unique and lower case."""
+    if name != name.lower() or name in _REGISTRY:
+        raise ValueError(f"model name {name!r} must be lower case and unique")
+    info = ModelInfo(name, family, builder, tuple(input_shape), min_size, paper, description, options)
+    _REGISTRY[name] = info
+    return info
+
+
+def _load_families() -> None:
+    from . import models  # noqa: F401  (importing the families fills the registry)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``"resnet*"``), sorted naturally."""
+    _load_families()
+    return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern.lower())), key=_natural)
+
+
+def _natural(name: str):
+    import re
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def model_info(name: str) -> ModelInfo:
+    """Metadata of ``name``; an unknown name raises :class:`UnknownModelError` with suggestions."""
+    _load_families()
+    key = str(name).lower()
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=5, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}?" if close else "see kerascnn.list_models()"
+        raise UnknownModelError(f"unknown model {name!r}: {hint} "
+                                f"(all models: {', '.join(list_models())})")
+    return _REGISTRY[key]
+
+
+def _check_input_shape(name: str, input_shape, info: ModelInfo):
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                  for d in shape):
+        raise ValueError(f"input_shape for {name} must be (height, width, channels) with positive "
+                         f"integers, e.g. {info.input_shape}; got {input_shape!r}")
+    if min(shape[:2]) < info.min_size:
+        raise SizeError(f"{name} needs an input of at least {info.min_size}x{info.min_size}, got "
+                        f"{shape[0]}x{shape[1]}; pass input_shape=({info.min_size}, "
+                        f"{info.min_size}, {shape[2]}) or larger (train.py --image-size "
+                        f"{info.min_size})")
+    return shape
+
+
+def get_model(name: str, num_classes: int = 1000, input_shape=None, *, weights: str | None = None,
+              preprocessing=None, **options):
+    """Build the network ``name`` as a Keras functional model.
+
+    ``num_classes`` sizes the classifier; ``input_shape`` is (H, W, C), the paper's by default;
+    ``preprocessing`` (a name of :data:`kerascnn.layers.PREPROCESSING` or a dict) makes the model
+    take raw uint8 pixels; other keyword arguments are the family's options (``batch_norm``,
+    ``aux_logits``, ``stride_on`` ...). Options left as ``None`` take the paper's default.
+    """
+    info = model_info(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    shape = _check_input_shape(info.name, input_shape or info.input_shape, info)
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = set(options) - set(info.accepted_options())
+    if unknown:
+        raise ValueError(f"{info.name} has no option {', '.join(sorted(unknown))}; its options are: "
+                         f"{', '.join(info.accepted_options()) or 'none'}")
+    try:
+        model = info.builder(num_classes=num_classes, input_shape=shape,
+                             preprocessing=preprocessing, name=info.name,
+                             **{**info.options, **options})
+    except SizeError as exc:
+        h, w, c = shape
+        raise SizeError(f"{info.name} cannot take a {h}x{w}x{c} input: {exc}. The smallest input "
+                        f"that works for {info.name} is {info.min_size}x{info.min_size}; pass a "
+                        f"larger input_shape (train.py --image-size {info.min_size} or more)",
+                        layer=exc.layer) from None
+    if weights is not None:
+        from .weights import load_weights
+        load_weights(model, info.name, weights)
+    return model
