@@ -11,8 +11,11 @@ their layers while they are built, and ``kerascnn.inspect`` calls it to print th
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
-__all__ = ["SizeError", "output_size", "conv_params", "conv_macs", "dense_params"]
+__all__ = ["SizeError", "output_size", "min_input_size", "same_padding", "conv_params", "conv_macs",
+           "dense_params", "dense_macs", "batch_norm_params", "LayerArithmetic", "conv_arithmetic",
+           "pool_arithmetic"]
 
 
 class SizeError(ValueError):
@@ -30,38 +33,99 @@ class SizeError(ValueError):
 _ROUNDINGS = ("exact", "floor", "ceil")
 
 
-def output_size(w1: int, f: int, s: int = 1, p: int = 0, *, layer: str | None = None,
+def _padding_pair(p, layer):
+    """``P`` as (before, after): an int pads both sides alike (the lecture's ``2P``)."""
+    pair = tuple(p) if isinstance(p, (tuple, list)) else (p, p)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                 for v in pair):
+        raise SizeError(f"{_where(layer)}P must be an integer >= 0 or a (before, after) pair of "
+                        f"them, got {p!r}", layer=layer)
+    return pair
+
+
+def _check_int(label, value, lowest, layer):
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise SizeError(f"{_where(layer)}{label} must be an integer >= {lowest}, got {value!r}",
+                        layer=layer)
+
+
+def output_size(w1: int, f: int, s: int = 1, p=0, *, layer: str | None = None,
                 rounding: str = "exact") -> int:
     """Output width ``(W1 - F + 2P)/S + 1`` of a convolution or pooling layer.
 
     ``rounding="exact"`` is the lecture's rule: the division must come out whole, otherwise the
     filter does not tile the input and the hyperparameters are invalid. ``"floor"`` is what Keras,
     TensorFlow and PyTorch do by default (the last rows that do not fit are dropped); ``"ceil"`` is
-    Caffe's pooling rule (ZFNet and GoogLeNet were trained with it).
+    Caffe's pooling rule (ZFNet and GoogLeNet were trained with it). ``p`` may be a
+    ``(before, after)`` pair for asymmetric padding (Keras ``"same"`` with stride 2,
+    ``ZeroPadding2D``); ``2P`` is then their sum. A size that is not a positive whole number
+    raises :class:`SizeError` naming ``layer`` and the smallest input width that works.
 
     >>> output_size(227, 11, 4, 0)      # AlexNet conv1
     55
     >>> output_size(32, 5, 1, 0)        # LeNet-5 C1
     28
+    >>> output_size(224, 3, 2, (0, 1))  # Keras "same" 3x3/2 on 224: pads 0 before, 1 after
+    112
     """
-    for label, value, lowest in (("W1", w1, 1), ("F", f, 1), ("S", s, 1), ("P", p, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            raise SizeError(f"{_where(layer)}{label} must be an integer >= {lowest}, got {value!r}",
-                            layer=layer)
+    for label, value, lowest in (("W1", w1, 1), ("F", f, 1), ("S", s, 1)):
+        _check_int(label, value, lowest, layer)
+    before, after = _padding_pair(p, layer)
     if rounding not in _ROUNDINGS:
         raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
-    numerator = w1 - f + 2 * p
-    formula = f"(W1 - F + 2P)/S + 1 = ({w1} - {f} + 2*{p})/{s} + 1 = {numerator / s + 1:g}"
+    numerator = w1 - f + before + after
+    if before == after:
+        formula = f"(W1 - F + 2P)/S + 1 = ({w1} - {f} + 2*{before})/{s} + 1"
+    else:
+        formula = f"(W1 - F + P1 + P2)/S + 1 = ({w1} - {f} + {before} + {after})/{s} + 1"
+    formula += f" = {numerator / s + 1:g}"
+    smallest = min_input_size(f, s, (before, after), rounding=rounding)
     if numerator < 0:
-        raise SizeError(f"{_where(layer)}{formula} is not positive: the {w1}-wide input is smaller "
-                        f"than the {f}-wide filter plus padding", layer=layer)
+        problem = "is not positive" if numerator / s + 1 <= 0 else "is not a whole number >= 1"
+        raise SizeError(f"{_where(layer)}{formula} {problem}: the {w1}-wide input is smaller than "
+                        f"the {f}-wide filter plus padding; the smallest input this layer takes is "
+                        f"{smallest}", layer=layer)
     if rounding == "exact" and numerator % s:
-        fits = [w for w in (w1 - numerator % s, w1 + s - numerator % s) if w >= f - 2 * p]
+        fits = [w for w in (w1 - numerator % s, w1 + s - numerator % s) if w >= smallest]
         raise SizeError(f"{_where(layer)}{formula} is not a whole number: a {f}-wide filter with "
                         f"stride {s} does not tile a {w1}-wide input (widths that tile: "
-                        f"{' or '.join(map(str, fits))})", layer=layer)
+                        f"{' or '.join(map(str, fits))}; the smallest input this layer takes is "
+                        f"{smallest})", layer=layer)
     rounder = math.ceil if rounding == "ceil" else math.floor
     return rounder(numerator / s) + 1
+
+
+def min_input_size(f: int, s: int = 1, p=0, *, rounding: str = "exact") -> int:
+    """The smallest input width ``W1`` for which :func:`output_size` gives a valid output.
+
+    The filter must fit once (``W1 - F + 2P >= 0``); with ``rounding="exact"`` the stride must also
+    tile the input (``(W1 - F + 2P) % S == 0``).
+
+    >>> min_input_size(11, 4)           # AlexNet conv1: 11, 15, 19, ... 227 all tile
+    11
+    >>> min_input_size(3, 2, 1)         # 3x3/2 pad 1: any width >= 1 fits
+    1
+    """
+    before, after = _padding_pair(p, None)
+    w1 = max(1, f - before - after)
+    if rounding == "exact":
+        w1 += -(w1 - f + before + after) % s
+    return w1
+
+
+def same_padding(w1: int, f: int, s: int = 1) -> tuple[int, int]:
+    """The (before, after) zero padding of Keras/TensorFlow ``padding="same"``.
+
+    The output is ``ceil(W1/S)`` wide; the padding that needs is split with the odd pixel after,
+    so for stride 1 and odd F it is the lecture's ``P = (F-1)/2`` on both sides.
+
+    >>> same_padding(56, 3, 1)
+    (1, 1)
+    >>> same_padding(224, 3, 2)
+    (0, 1)
+    """
+    total = max((math.ceil(w1 / s) - 1) * s + f - w1, 0)
+    return total // 2, total - total // 2
 
 
 def conv_params(f: int, d1: int, k: int, *, groups: int = 1, bias: bool = True,
@@ -81,6 +145,71 @@ def conv_macs(w2: int, h2: int, f: int, d1: int, k: int, *, groups: int = 1,
 def dense_params(n_in: int, n_out: int, *, bias: bool = True) -> tuple[int, int]:
     """Weights and biases of a fully connected layer (its MACs equal its weights)."""
     return n_in * n_out, (n_out if bias else 0)
+
+
+def dense_macs(n_in: int, n_out: int, *, positions: int = 1) -> int:
+    """Multiply-accumulates of a fully connected layer for one image: ``n_in*n_out`` per position
+    (a Dense applied to a feature map runs once per spatial position)."""
+    return positions * n_in * n_out
+
+
+def batch_norm_params(d: int, *, scale: bool = True, center: bool = True) -> tuple[int, int]:
+    """Trainable parameters of batch normalisation over ``d`` channels, as (weights, biases).
+
+    gamma (scale) and beta (offset) are both counted as *weights* here, as the layer table shows
+    them; the moving mean and variance are statistics, not trainable parameters.
+    """
+    return d * (int(scale) + int(center)), 0
+
+
+class LayerArithmetic(NamedTuple):
+    """One row of the lecture's worked exercises: output volume, weights, biases and MACs."""
+
+    w2: int
+    h2: int
+    d2: int
+    weights: int
+    biases: int
+    macs: int
+
+    @property
+    def output(self) -> tuple[int, int, int]:
+        """The output volume ``W2 x H2 x D2``."""
+        return self.w2, self.h2, self.d2
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+
+def conv_arithmetic(w1: int, h1: int, d1: int, *, f: int, k: int, s: int = 1, p=0, groups: int = 1,
+                    bias: bool = True, layer: str | None = None,
+                    rounding: str = "exact") -> LayerArithmetic:
+    """A convolution's row of the lecture: ``W1xH1xD1`` through K filters ``FxF`` / S, pad P.
+
+    >>> conv_arithmetic(227, 227, 3, f=11, s=4, p=0, k=96)     # AlexNet conv1
+    LayerArithmetic(w2=55, h2=55, d2=96, weights=34848, biases=96, macs=105415200)
+    """
+    if groups < 1 or d1 % groups or k % groups:
+        raise SizeError(f"{_where(layer)}groups={groups} must divide the input depth D1={d1} and "
+                        f"the number of filters K={k}", layer=layer)
+    w2 = output_size(w1, f, s, p, layer=layer, rounding=rounding)
+    h2 = output_size(h1, f, s, p, layer=layer, rounding=rounding)
+    weights, biases = conv_params(f, d1, k, groups=groups, bias=bias)
+    return LayerArithmetic(w2, h2, k, weights, biases, conv_macs(w2, h2, f, d1, k, groups=groups))
+
+
+def pool_arithmetic(w1: int, h1: int, d1: int, *, f: int, s: int | None = None, p=0,
+                    layer: str | None = None, rounding: str = "exact") -> LayerArithmetic:
+    """A pooling layer's row: same depth, no parameters, no MACs (anchors-zoo.md section 5).
+
+    >>> pool_arithmetic(55, 55, 96, f=3, s=2)                  # AlexNet pool1 (overlapping)
+    LayerArithmetic(w2=27, h2=27, d2=96, weights=0, biases=0, macs=0)
+    """
+    s = f if s is None else s
+    w2 = output_size(w1, f, s, p, layer=layer, rounding=rounding)
+    h2 = output_size(h1, f, s, p, layer=layer, rounding=rounding)
+    return LayerArithmetic(w2, h2, d1, 0, 0, 0)
 
 
 def _where(layer: str | None) -> str:
