@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import keras
 from keras import layers, ops
 
-from .arithmetic import SizeError, output_size
+from .arithmetic import output_size
 
 __all__ = ["PREPROCESSING", "image_input", "conv", "max_pool", "avg_pool", "classifier",
-           "LocalResponseNormalization", "check_spatial"]
+           "LocalResponseNormalization", "GroupedConv2D", "check_spatial"]
 
 #: Named input pipelines. ``scale``/``offset`` map uint8 pixels to floats (``x*scale + offset``);
 #: ``mean``/``std`` (per channel, in that float range) then standardise. Training stores the dict it
@@ -113,7 +113,8 @@ def conv(x, filters: int, kernel, *, name: str, stride=1, padding=0, groups: int
     Layer names: ``{name}_pad`` (if P > 0), ``{name}``, ``{name}_bn``, ``{name}_{activation}``.
     """
     x, mode = _pad(x, padding, kernel, stride, name, rounding)
-    x = layers.Conv2D(filters, kernel, strides=stride, padding=mode, groups=groups,
+    conv_layer = GroupedConv2D if groups > 1 else layers.Conv2D
+    x = conv_layer(filters, kernel, strides=stride, padding=mode, groups=groups,
                       use_bias=use_bias, kernel_initializer=kernel_initializer,
                       bias_initializer=bias_initializer, name=name)(x)
     if batch_norm:
@@ -185,3 +186,23 @@ class LocalResponseNormalization(layers.Layer):
         return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
                 "alpha": self.alpha, "beta": self.beta}
 
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class GroupedConv2D(layers.Conv2D):
+    """``Conv2D(groups=g)`` computed as ``g`` convolutions on the channel groups, concatenated.
+
+    The weights are exactly those of Keras' grouped ``Conv2D`` (kernel ``F x F x D1/g x K``). Keras'
+    TensorFlow backend compiles a grouped convolution with XLA (``jit_compile``); tf2onnx cannot
+    convert that and TF Serving runs it only with ``--xla_cpu_compilation_enabled``. Split
+    convolutions are plain ops everywhere, as the paper's two GPUs were.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        axis = -1 if self.data_format == "channels_last" else 1
+        towers = zip(ops.split(inputs, self.groups, axis=axis), ops.split(kernel, self.groups, -1))
+        return ops.concatenate([ops.conv(x, k, strides=list(self.strides), padding=self.padding,
+                                         dilation_rate=self.dilation_rate,
+                                         data_format=self.data_format) for x, k in towers],
+                               axis=axis)

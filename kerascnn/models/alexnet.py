@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 from ..arithmetic import output_size
 from ..layers import LocalResponseNormalization, check_spatial, classifier, conv, image_input
 from ..layers import max_pool
 from ..registry import register
 
-__all__ = ["alexnet", "zfnet", "NETWORKS", "GroupedConv2D"]
+__all__ = ["alexnet", "zfnet", "NETWORKS"]
 
 ALEXNET_PAPER = ('Krizhevsky, Sutskever & Hinton (2012), "ImageNet Classification with Deep '
                  'Convolutional Neural Networks", NIPS 2012')
@@ -106,7 +106,7 @@ def alexnet(num_classes: int = 1000, input_shape=(227, 227, 3), preprocessing=No
     ``variant="owt"``: "one weird trick" (Krizhevsky 2014) as torchvision builds it, 61,100,840.
     ``variant="lecture"``: the lecture's unpadded single-tower walk-through (see ``NETWORKS``).
 
-    The towers are :class:`GroupedConv2D` layers (same weights as ``Conv2D(groups=2)``).
+    The towers are :class:`kerascnn.layers.GroupedConv2D` layers (same weights as ``Conv2D(groups=2)``).
     """
     if variant not in ALEXNET_VARIANTS:
         raise ValueError(f"alexnet variant must be one of {ALEXNET_VARIANTS}, got {variant!r}")
@@ -130,11 +130,8 @@ def _build(net: Network, num_classes, input_shape, preprocessing, name, dropout,
     for i, c in enumerate(net.convs, start=1):
         options = dict(kernel_initializer=_weights(net.std),
                        bias_initializer=keras.initializers.Constant(c.bias))
-        if c.groups == 1:
-            x = conv(x, c.filters, c.kernel, name=f"conv{i}", stride=c.stride, padding=c.pad,
-                     rounding=net.conv_rounding, **options)
-        else:
-            x = _grouped_conv(x, c, f"conv{i}", net.conv_rounding, options)
+        x = conv(x, c.filters, c.kernel, name=f"conv{i}", stride=c.stride, padding=c.pad,
+                 groups=c.groups, rounding=net.conv_rounding, **options)
         for step in c.then:
             if step == "norm":
                 x = LocalResponseNormalization(name=f"norm{i}")(x)
@@ -150,37 +147,6 @@ def _build(net: Network, num_classes, input_shape, preprocessing, name, dropout,
     outputs = classifier(x, num_classes, name="fc8", activation=classifier_activation,
                          kernel_initializer=_weights(net.std))
     return keras.Model(inputs, outputs, name=name)
-
-
-@keras.saving.register_keras_serializable(package="kerascnn")
-class GroupedConv2D(layers.Conv2D):
-    """``Conv2D(groups=g)`` computed as ``g`` convolutions on the channel groups, concatenated.
-
-    The weights are exactly those of Keras' grouped ``Conv2D`` (kernel ``F x F x D1/g x K``). Keras'
-    TensorFlow backend compiles a grouped convolution with XLA (``jit_compile``); tf2onnx cannot
-    convert that and TF Serving runs it only with ``--xla_cpu_compilation_enabled``. Split
-    convolutions are plain ops everywhere, as the paper's two GPUs were.
-    """
-
-    def convolution_op(self, inputs, kernel):
-        if self.groups == 1:
-            return super().convolution_op(inputs, kernel)
-        axis = -1 if self.data_format == "channels_last" else 1
-        towers = zip(ops.split(inputs, self.groups, axis=axis), ops.split(kernel, self.groups, -1))
-        return ops.concatenate([ops.conv(x, k, strides=list(self.strides), padding=self.padding,
-                                         dilation_rate=self.dilation_rate,
-                                         data_format=self.data_format) for x, k in towers],
-                               axis=axis)
-
-
-def _grouped_conv(x, c: Conv, name, rounding, options):
-    """The ``conv`` helper's layers (``{name}_pad``, ``{name}``, ``{name}_relu``) with towers."""
-    check_spatial(x, c.kernel, c.stride, c.pad, layer=name, rounding=rounding)
-    if c.pad:
-        x = layers.ZeroPadding2D(c.pad, name=f"{name}_pad")(x)
-    x = GroupedConv2D(c.filters, c.kernel, strides=c.stride, groups=c.groups, name=name,
-                      **options)(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def _weights(std):
