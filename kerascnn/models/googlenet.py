@@ -1,1 +1,172 @@
-"""(being written)"""
+"""GoogLeNet (Szegedy et al. 2014, "Going Deeper with Convolutions", Table 1).
+
+The network is data: :data:`INCEPTION_MODULES` holds one row of Table 1 per inception module, and
+one function, :func:`inception_module`, turns a row into four branches joined by a filter
+concatenation. The reference implementation is Caffe's ``bvlc_googlenet`` (its layer names, with
+``/`` as ``_``): 5x5 convolutions in the 5x5 branch (torchvision's 3x3 there is a known bug), conv
+biases, ReLU, LRN after pool1 and conv2, ceil-mode 3x3/2 max pools, dropout 0.4 and one linear
+layer; Glorot ("xavier") weights and conv biases of 0.2 as Caffe initialises them. 6,998,552
+parameters at 1000 classes; 13,378,280 with the two auxiliary classifiers.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ..arithmetic import SizeError
+from ..layers import (LocalResponseNormalization, avg_pool, check_spatial, classifier, conv,
+                      image_input, max_pool)
+from ..registry import register
+
+__all__ = ["INCEPTION_MODULES", "AUX_HEADS", "AUX_LOSS_WEIGHT", "AUX_MIN_SIZE", "googlenet",
+           "inception_module", "inference_model"]
+
+PAPER = ("Szegedy et al. 2014, Going Deeper with Convolutions (arXiv:1409.4842), Table 1; "
+         "layer names and LRN from Caffe bvlc_googlenet")
+
+#: Table 1, one row per inception module: (name, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
+#: pool proj). A string is the 3x3/2 max pool between two groups of modules.
+INCEPTION_MODULES = [
+    ("3a", 64, 96, 128, 16, 32, 32),
+    ("3b", 128, 128, 192, 32, 96, 64),
+    "pool3_3x3_s2",
+    ("4a", 192, 96, 208, 16, 48, 64),
+    ("4b", 160, 112, 224, 24, 64, 64),
+    ("4c", 128, 128, 256, 24, 64, 64),
+    ("4d", 112, 144, 288, 32, 64, 64),
+    ("4e", 256, 160, 320, 32, 128, 128),
+    "pool4_3x3_s2",
+    ("5a", 256, 160, 320, 32, 128, 128),
+    ("5b", 384, 192, 384, 48, 128, 128),
+]
+
+#: Section 5: the auxiliary classifiers sit on the outputs of 4a and 4d (Caffe's loss1, loss2).
+AUX_HEADS = {"4a": ("loss1", "aux1_predictions"), "4d": ("loss2", "aux2_predictions")}
+#: Section 5: "their loss gets added to the total loss of the network with a discount weight (the
+#: losses of the auxiliary classifiers were weighted by 0.3)".
+AUX_LOSS_WEIGHT = 0.3
+#: The aux heads' 5x5/3 average pool needs a 5x5 map after 4a, i.e. an input of at least 79x79
+#: (the main network alone needs 47x47: pool4's 3x3 window must fit a 3x3 map).
+AUX_MIN_SIZE = 79
+
+_CAFFE_BIAS = keras.initializers.Constant(0.2)  # bvlc_googlenet's bias_filler for every conv
+
+
+def googlenet(num_classes: int = 1000, input_shape=(224, 224, 3), preprocessing=None,
+              name: str = "googlenet", *, aux_logits: bool = False, batch_norm: bool = False,
+              lrn: bool | None = None, dropout: float = 0.4, aux_dropout: float = 0.7,
+              classifier_activation: str | None = "softmax") -> keras.Model:
+    """GoogLeNet as in Table 1: 224x224x3 -> 112, 56, 28, 14, 7 -> global average -> linear.
+
+    ``aux_logits`` adds the two auxiliary classifiers of section 5 as extra outputs
+    ``aux1_predictions`` and ``aux2_predictions`` after the main ``predictions`` (training only:
+    :func:`inference_model` drops them). ``batch_norm`` puts batch normalisation after every
+    convolution and drops the conv biases (the common "Inception v1 BN" variant: 7,005,832
+    parameters, torchvision's count with 5x5 convs in the 5x5 branch). ``lrn`` defaults to on
+    without batch norm and off with it (BN made LRN redundant, Ioffe & Szegedy 2015).
+    """
+    lrn = (not batch_norm) if lrn is None else lrn
+    conv_options = dict(use_bias=not batch_norm, batch_norm=batch_norm, bn_epsilon=1e-3,
+                        bias_initializer=_CAFFE_BIAS)  # eps 1e-3 as torchvision and TF-slim
+    inputs, x = image_input(input_shape, preprocessing)
+
+    x = conv(x, 64, 7, stride=2, padding=3, name="conv1_7x7_s2", **conv_options)
+    x = _max_pool_ceil(x, "pool1_3x3_s2")
+    if lrn:  # Caffe: local_size 5, alpha 1e-4, beta 0.75, k 1
+        x = LocalResponseNormalization(2, bias=1.0, alpha=1e-4, beta=0.75, name="pool1_norm1")(x)
+    x = conv(x, 64, 1, name="conv2_3x3_reduce", **conv_options)
+    x = conv(x, 192, 3, padding="same", name="conv2_3x3", **conv_options)
+    if lrn:
+        x = LocalResponseNormalization(2, bias=1.0, alpha=1e-4, beta=0.75, name="conv2_norm2")(x)
+    x = _max_pool_ceil(x, "pool2_3x3_s2")
+
+    aux_outputs = []
+    for row in INCEPTION_MODULES:
+        if isinstance(row, str):
+            x = _max_pool_ceil(x, row)
+            continue
+        x = inception_module(x, *row, conv_options=conv_options)
+        if aux_logits and row[0] in AUX_HEADS:
+            aux_outputs.append(_aux_classifier(x, num_classes, *AUX_HEADS[row[0]], aux_dropout,
+                                               classifier_activation, conv_options))
+
+    # Table 1's "avg pool 7x7/1" covers the whole 7x7 map at 224x224; a global average gives the
+    # same numbers there and lets the network take other input sizes with the same weights.
+    x = layers.GlobalAveragePooling2D(name="pool5_7x7_s1")(x)
+    x = layers.Dropout(dropout, name="pool5_drop_7x7_s1")(x)
+    outputs = classifier(x, num_classes, name="loss3_classifier", activation=classifier_activation)
+    return keras.Model(inputs, [outputs, *aux_outputs] if aux_outputs else outputs, name=name)
+
+
+def inception_module(x, name: str, n1x1: int, n3x3_reduce: int, n3x3: int, n5x5_reduce: int,
+                     n5x5: int, pool_proj: int, *, conv_options: dict | None = None):
+    """One inception module (Figure 2b): 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1.
+
+    The four branches keep the spatial size (stride 1, "same" padding = Caffe's pad (F-1)/2) and
+    are joined along the channels: ``inception_{name}_output`` has n1x1 + n3x3 + n5x5 + pool_proj
+    channels.
+    """
+    options = conv_options or {"bias_initializer": _CAFFE_BIAS}
+    prefix = f"inception_{name}"
+    branch1 = conv(x, n1x1, 1, name=f"{prefix}_1x1", **options)
+    branch2 = conv(x, n3x3_reduce, 1, name=f"{prefix}_3x3_reduce", **options)
+    branch2 = conv(branch2, n3x3, 3, padding="same", name=f"{prefix}_3x3", **options)
+    branch3 = conv(x, n5x5_reduce, 1, name=f"{prefix}_5x5_reduce", **options)
+    branch3 = conv(branch3, n5x5, 5, padding="same", name=f"{prefix}_5x5", **options)
+    branch4 = max_pool(x, 3, 1, padding="same", name=f"{prefix}_pool")
+    branch4 = conv(branch4, pool_proj, 1, name=f"{prefix}_pool_proj", **options)
+    branches = [branch1, branch2, branch3, branch4]
+    return layers.Concatenate(axis=-1, name=f"{prefix}_output")(branches)  # filter concatenation
+
+
+def _max_pool_ceil(x, name: str):
+    """Caffe's 3x3/2 max pool, whose output is ``ceil((W - 3)/2) + 1`` (Table 1's 112 -> 56 ...).
+
+    Validated with the lecture's formula (P = 0, ceil rounding). Where ceil mode adds a last window
+    that overhangs the bottom/right edge (even W), Keras' "same" padding gives exactly Caffe's
+    windows; on odd W no window overhangs and "valid" is exact.
+    """
+    check_spatial(x, 3, 2, 0, layer=name, rounding="ceil")
+    h, w = x.shape[1], x.shape[2]
+    if h is None or w is None:
+        return max_pool(x, 3, 2, padding="same", name=name)
+    extra = ((h - 3) % 2, (w - 3) % 2)
+    if extra == (0, 0):
+        return max_pool(x, 3, 2, name=name)
+    if extra == (1, 1):
+        return max_pool(x, 3, 2, padding="same", name=name)
+    # One even and one odd side: pad only the even one. The inputs are ReLU outputs (>= 0), so a
+    # zero row never wins a maximum, just as Caffe's overhanging window only sees the input.
+    x = layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=f"{name}_pad")(x)
+    return max_pool(x, 3, 2, name=name)
+
+
+def _aux_classifier(x, num_classes, name, output_name, dropout, activation, conv_options):
+    """Section 5's side classifier: avg pool 5x5/3 (14x14 -> 4x4), 1x1 conv 128 + ReLU, FC 1024 +
+    ReLU, dropout 0.7, linear + softmax. Layer names follow Caffe's ``loss1``/``loss2``."""
+    try:
+        x = avg_pool(x, 5, 3, name=f"{name}_ave_pool")
+    except SizeError as exc:
+        raise SizeError(f"{exc} (the auxiliary classifiers of aux_logits=True need an input of at "
+                        f"least {AUX_MIN_SIZE}x{AUX_MIN_SIZE}; use aux_logits=False for smaller "
+                        f"inputs)", layer=exc.layer) from None
+    x = conv(x, 128, 1, name=f"{name}_conv", **conv_options)
+    x = layers.Flatten(name=f"{name}_flatten")(x)
+    x = layers.Dense(1024, activation="relu", bias_initializer=_CAFFE_BIAS, name=f"{name}_fc")(x)
+    x = layers.Dropout(dropout, name=f"{name}_drop_fc")(x)
+    return classifier(x, num_classes, name=f"{name}_classifier", activation=activation,
+                      output_name=output_name)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The single-output network for evaluation and export: the same layers (so the same weights)
+    ending in ``predictions``, without the auxiliary classifiers used during training."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.input, model.get_layer("predictions").output, name=model.name)
+
+
+register("googlenet", googlenet, family="googlenet", input_shape=(224, 224, 3), min_size=47,
+         paper=PAPER, description="GoogLeNet / Inception v1: 9 inception modules, 22 layers, "
+         "LRN, optional auxiliary classifiers (aux_logits) and batch norm (batch_norm)")
