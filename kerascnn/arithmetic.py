@@ -25,9 +25,10 @@ class SizeError(ValueError):
     smallest input that works before the error reaches the user.
     """
 
-    def __init__(self, message: str, *, layer: str | None = None):
+    def __init__(self, message: str, *, layer: str | None = None, min_size: int | None = None):
         super().__init__(message)
         self.layer = layer
+        self.min_size = min_size  # set where an option raises the network's minimum
 
 
 _ROUNDINGS = ("exact", "floor", "ceil")

@@ -125,10 +125,11 @@ def get_model(name: str, num_classes: int = 1000, input_shape=None, *, weights: 
                              **{**info.options, **options})
     except SizeError as exc:
         h, w, c = shape
+        least = exc.min_size or info.min_size
         raise SizeError(f"{info.name} cannot take a {h}x{w}x{c} input: {exc}. The smallest input "
-                        f"that works for {info.name} is {info.min_size}x{info.min_size}; pass a "
-                        f"larger input_shape (train.py --image-size {info.min_size} or more)",
-                        layer=exc.layer) from None
+                        f"that works for {info.name} is {least}x{least}; pass a larger "
+                        f"input_shape (train.py --image-size {least} or more)",
+                        layer=exc.layer, min_size=least) from None
     if weights is not None:
         from .weights import load_weights
         load_weights(model, info.name, weights)

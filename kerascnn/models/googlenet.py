@@ -150,7 +150,7 @@ def _aux_classifier(x, num_classes, name, output_name, dropout, activation, conv
     except SizeError as exc:
         raise SizeError(f"{exc} (the auxiliary classifiers of aux_logits=True need an input of at "
                         f"least {AUX_MIN_SIZE}x{AUX_MIN_SIZE}; use aux_logits=False for smaller "
-                        f"inputs)", layer=exc.layer) from None
+                        f"inputs)", layer=exc.layer, min_size=AUX_MIN_SIZE) from None
     x = conv(x, 128, 1, name=f"{name}_conv", **conv_options)
     x = layers.Flatten(name=f"{name}_flatten")(x)
     x = layers.Dense(1024, activation="relu", bias_initializer=_CAFFE_BIAS, name=f"{name}_fc")(x)
