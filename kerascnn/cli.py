@@ -13,6 +13,7 @@ import sys
 
 #: command -> (module, one-line help)
 COMMANDS = {
+    "train": ("kerascnn.training", "train a network on real data with its paper's recipe (as train.py)"),
     "inspect": ("kerascnn.inspect", "print the lecture-style layer table of a model"),
     "export": ("kerascnn.export", "export a trained model to SavedModel and ONNX (TF Serving layout)"),
     "predict": ("kerascnn.predict", "top-5 predictions of an exported model for image files"),
