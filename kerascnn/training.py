@@ -11,6 +11,7 @@ kill continues at the first unfinished epoch), TensorBoard, CSV history, the rec
     RUN_DIR/metrics.json       validation top-1/top-5/loss, per-class accuracy, wall time, images/s
     RUN_DIR/history.csv        one row per epoch (loss, top-1, top-5, learning rate, time)
     RUN_DIR/training_curves.png, RUN_DIR/confusion_matrix.png
+    RUN_DIR/report.html        the run report (kerascnn.report) and the PNGs it shows
     RUN_DIR/checkpoints/       best.keras, last.keras (training models), backup/ while running
     RUN_DIR/logs/              TensorBoard
 
@@ -523,6 +524,9 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         metrics["confusion_matrix"] = results["confusion_matrix"]
     _plots(run_dir, results, dataset.class_names)
     write_json(run_dir / "metrics.json", metrics)
+    from .report import write_report_or_warn  # report.html: curves, predictions, model, recipe
+    write_report_or_warn(run_dir, model=inference, val_data=val_pipe, metrics=metrics,
+                         config=config)
     if verbose:
         print(f"validation top-1 {metrics['val_top1']:.2%}, top-{results['k']} "
               f"{metrics['val_top5']:.2%}, loss {metrics['val_loss']:.4f} "
@@ -616,7 +620,8 @@ def _evaluate_model(model, dataset, class_names, label_map=None) -> dict:
     num_classes = len(class_names)
     probs, labels = [], []
     for x, y in dataset:
-        probs.append(np.asarray(model.predict_on_batch(x), np.float64))
+        # NumPy in: JAX's jitted predict takes no tf.Tensor (train.py on KERAS_BACKEND=jax)
+        probs.append(np.asarray(model.predict_on_batch(np.asarray(x)), np.float64))
         labels.append(np.asarray(y))
     probs = np.concatenate(probs) if probs else np.zeros((0, num_classes))
     labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)

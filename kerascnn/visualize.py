@@ -1,0 +1,525 @@
+"""``python -m kerascnn visualize``: see what the networks do, as PNG files.
+
+::
+
+    visualize kernels IMAGE                       the lecture's blur, sharpen and edge kernels
+                                                  applied to a photo with the primer's conv2d
+    visualize filters MODEL [--layer NAME]        a convolution layer's kernels as a grid (the
+                                                  first one by default; RGB for 3 input channels)
+    visualize feature-maps MODEL IMAGE [--layers NAME ...]
+                                                  activation maps for one image (default: the last
+                                                  layer at each spatial size, one per stage)
+    visualize architecture NAME|MODEL             the volume W x H x D after each layer or block,
+                                                  to scale on a log axis, stages labelled
+    visualize report RUN_DIR                      (re)write a run's report.html
+
+MODEL is a run directory, a ``.keras`` file, an exported SavedModel (``export/NAME/VERSION``, or
+``export/NAME`` for its newest version) or a registered name (untrained: random weights). A
+SavedModel keeps its variables but not the Keras graph: its filters can be drawn (the 4-D variables
+named ``LAYER/kernel``), its feature maps cannot (the run directory or ``.keras`` file can).
+
+The library functions return a :class:`Saved` (where the PNG went and what it shows); only
+:func:`run` prints. Files go to ``visualizations/`` unless ``--out`` says otherwise, each written
+to a temporary name and renamed (:func:`kerascnn.plots.save_figure`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import plots, primer
+from .arithmetic import SizeError
+from .cli import UserError
+
+__all__ = ["Saved", "ModelSource", "LECTURE_KERNELS", "BLOCKS", "OUT_DIR", "read_image",
+           "apply_kernels", "load_model_source", "conv_layers", "conv_kernel",
+           "default_feature_layers", "spatial_layers", "feature_maps", "model_image",
+           "architecture_volumes", "kernels", "filters", "feature_maps_png", "architecture",
+           "add_arguments", "run"]
+
+#: The lecture's three kernels, in the order the figure shows them.
+LECTURE_KERNELS = {"blur": primer.BLUR, "sharpen": primer.SHARPEN, "edge": primer.EDGE}
+#: Where the PNGs go without ``--out``.
+OUT_DIR = Path("visualizations")
+#: ``kernels`` shrinks larger photos to this longest side first (the primer is plain NumPy).
+KERNELS_MAX_SIZE = 512
+
+#: How the architecture diagram groups layers, as data: (pattern on the layer name, box label or
+#: None to keep one box per layer, stage label, box kind or None for the layer's own kind).
+BLOCKS = (
+    # GoogLeNet, Table 1: one box per inception module, a band per group of modules (3, 4, 5)
+    (re.compile(r"^inception_(?P<group>\d)(?P<module>[a-z])_"), "inception {group}{module}",
+     "inception ({group})", "inception"),
+    # ResNet, Table 1: one box per residual block, a band per stage conv2_x ... conv5_x
+    (re.compile(r"^conv(?P<stage>\d+)_block(?P<block>\d+)_"), "conv{stage} block{block}",
+     "conv{stage}_x", "residual"),
+    # VGG, Table 1: the five blocks of convolutions, each ending in its max pool
+    (re.compile(r"^block(?P<block>\d+)_"), None, "block {block}", None),
+)
+#: Rows of the inspect table that never get a box of their own (they keep the volume's size or
+#: only reshape it).
+_NO_BOX = {"zero pad", "flatten", "reshape", "concat", "add", "batch norm", "LRN", "dropout"}
+#: Layers whose outputs are never offered as feature maps (input handling, not features).
+_NOT_FEATURES = {"InputLayer", "Rescaling", "Normalization", "ZeroPadding2D", "Dropout",
+                 "SpatialDropout2D"}
+
+
+@dataclass
+class Saved:
+    """A written PNG: its path, its size in pixels, the image panels it shows and its texts;
+    ``details`` holds what was computed (filtered images, volumes, layer names ...)."""
+
+    path: Path
+    size: tuple[int, int]
+    panels: list[plots.Panel]
+    texts: list[str]
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelSource:
+    """What MODEL named: a Keras model, or the directory of an exported SavedModel."""
+
+    name: str
+    model: object | None = None
+    saved_model: Path | None = None
+    config: dict = field(default_factory=dict)
+    trained: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+
+
+def read_image(path, *, max_size: int | None = None) -> np.ndarray:
+    """A JPEG/PNG/GIF/BMP file as uint8 ``(H, W)`` (grayscale files) or ``(H, W, 3)``.
+
+    With ``max_size`` a larger image is shrunk (Lanczos, aspect kept) to that longest side.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+            im = im.convert("L" if gray else "RGB")
+            if max_size and max(im.size) > max_size:
+                im.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read {path} as an image ({exc}); pass a JPEG, PNG, GIF or BMP "
+                        f"file") from None
+
+
+def apply_kernels(image, kernels: dict | None = None) -> dict:
+    """``name -> (kernel, result)``: each kernel applied to every channel of ``image`` with the
+    primer's 2D convolution (padding "same", so the result keeps the image's size)."""
+    kernels = LECTURE_KERNELS if kernels is None else kernels
+    return {name: (kernel, primer.filter_image(image, kernel)) for name, kernel in kernels.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# MODEL
+
+
+def _savedmodel_dir(path: Path) -> Path | None:
+    """``path`` itself when it holds saved_model.pb, else its newest integer version folder."""
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def load_model_source(spec, *, preprocessing: str | None = None) -> ModelSource:
+    """Resolve MODEL: a run directory, a ``.keras`` file, an exported SavedModel or a registered
+    name (built untrained; ``preprocessing`` then makes it take uint8 pixels, ``"auto"`` picks
+    ImageNet's statistics for colour networks and [0, 1] for grayscale ones)."""
+    import json
+
+    from . import inspect
+
+    path = Path(str(spec))
+    if path.is_dir():
+        saved = _savedmodel_dir(path)
+        if saved is not None:
+            name = saved.parent.name if saved.name.isdigit() else saved.name
+            return ModelSource(f"{name}-v{saved.name}" if saved.name.isdigit() else name,
+                               saved_model=saved)
+    is_name = not inspect._is_path(str(spec))
+    options = {}
+    if is_name and preprocessing:
+        from .registry import model_info
+        channels = model_info(str(spec)).input_shape[-1]
+        options["preprocessing"] = preprocessing if preprocessing != "auto" else \
+            "imagenet" if channels == 3 else "unit"
+    try:
+        model = inspect.resolve_model(str(spec), **options)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}, or an exported SavedModel (export/NAME/VERSION)"
+                                ) from None
+    except SizeError:
+        raise
+    except ValueError as exc:
+        raise UserError(f"{exc} (MODEL is a run directory, a .keras file, an exported SavedModel "
+                        f"folder export/NAME/VERSION or a registered model name)") from None
+    if is_name:
+        return ModelSource(model.name, model=model, trained=False)
+    run_dir = path if path.is_dir() else path.parent
+    config = {}
+    if (run_dir / "config.json").is_file():
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+    name = run_dir.name if path.is_dir() or path.stem == "model" else path.stem
+    return ModelSource(name, model=model, config=config)
+
+
+def conv_layers(model) -> list[str]:
+    """The names of ``model``'s convolution layers (Keras ``Conv2D`` and subclasses), in order."""
+    import keras
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def _savedmodel_kernels(directory: Path) -> dict[str, np.ndarray]:
+    """The 4-D ``LAYER/kernel`` variables of a SavedModel (the convolutions' F x F x D1 x K)."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(directory))
+    except Exception as exc:  # a truncated or foreign export: say which, not a deep traceback
+        raise UserError(f"cannot load the SavedModel in {directory} ({type(exc).__name__}); "
+                        f"re-export it with python -m kerascnn export") from None
+    found = {}
+    for variable in getattr(loaded, "variables", []):
+        name = variable.name.split(":")[0]
+        if name.endswith("/kernel") and len(variable.shape) == 4:
+            found[name[:-len("/kernel")]] = variable.numpy()
+    return found
+
+
+def _choices(names, limit: int = 60) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def conv_kernel(source: ModelSource, layer: str | None = None) -> tuple[str, np.ndarray]:
+    """``(layer name, kernel F x F x D1 x K)`` of ``layer``, by default the first convolution."""
+    if source.saved_model is not None:
+        kernels = _savedmodel_kernels(source.saved_model)
+        names = list(kernels)
+    else:
+        names = conv_layers(source.model)
+    if not names:
+        raise UserError(f"{source.name} has no convolution layers")
+    if layer is None:
+        layer = names[0]
+    if layer not in names:
+        what = f"no convolution layer named {layer!r} in {source.name}"
+        if source.model is not None and layer in {lyr.name for lyr in source.model.layers}:
+            kind = type(source.model.get_layer(layer)).__name__
+            what = f"layer {layer!r} of {source.name} is a {kind}, not a convolution"
+        raise UserError(f"{what}; its convolution layers are: {_choices(names)}")
+    if source.saved_model is not None:
+        return layer, kernels[layer]
+    return layer, np.asarray(source.model.get_layer(layer).kernel)
+
+
+def spatial_layers(model) -> list[tuple[str, tuple]]:
+    """``(name, (H, W, D))`` of every layer with a spatial output, in the graph's order (branches
+    of an inception module before its concatenation), input handling left out."""
+    from . import inspect
+
+    found = []
+    for row in inspect.layer_table(model, all_layers=True):
+        nested = "/" in row.name  # a nested model's layer: not reachable by get_layer
+        if len(row.output_shape) == 3 and row.layer_class not in _NOT_FEATURES and not nested:
+            found.append((row.name, tuple(row.output_shape)))
+    return found
+
+
+def default_feature_layers(model) -> list[str]:
+    """One layer per stage: the last layer at each spatial size (down to 2x2), e.g. ResNet-20's
+    conv2_block3_out, conv3_block3_out, conv4_block3_out."""
+    last: dict[tuple, str] = {}
+    for name, shape in spatial_layers(model):
+        if min(shape[:2]) >= 2:
+            last.pop(shape[:2], None)  # keep the sizes in the order the network reaches them
+            last[shape[:2]] = name
+    return list(last.values())
+
+
+def model_image(source: ModelSource, path) -> np.ndarray:
+    """The image file at ``path`` as ``source``'s model sees it: uint8 ``[H, W, C]`` fitted as the
+    run's validation images were (kerascnn.export's image path, shared with serving)."""
+    from . import export
+
+    shape = tuple(int(d) for d in source.model.input.shape[1:])
+    return export.load_images([path], shape, export.image_pipeline(source.config, shape))[0]
+
+
+def feature_maps(model, image, layers) -> list[tuple[str, np.ndarray]]:
+    """The activations ``(name, H x W x D)`` of ``layers`` for one uint8 ``image``.
+
+    A model with float input (no preprocessing layers) gets the pixels scaled to [0, 1].
+    """
+    import keras
+
+    available = dict(spatial_layers(model))
+    for name in layers:
+        if name not in available:
+            names = list(available)
+            if name in {layer.name for layer in model.layers}:
+                shape = model.get_layer(name).output.shape[1:]
+                raise UserError(f"layer {name!r} outputs {tuple(shape)}, not maps; layers with "
+                                f"feature maps: {_choices(names)}")
+            raise UserError(f"no layer named {name!r} in {model.name}; layers with feature maps: "
+                            f"{_choices(names)}")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [model.get_layer(n).output for n in layers])
+    batch = np.asarray(image)[None]
+    if str(model.inputs[0].dtype) != "uint8":
+        batch = batch.astype("float32") / 255.0
+    outputs = probe(batch, training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [(n, np.asarray(keras.ops.convert_to_numpy(o))[0]) for n, o in zip(layers, outputs)]
+
+
+def architecture_volumes(model) -> list[plots.Volume]:
+    """The volume after each layer or block of ``model``'s main path (its first output), from
+    :func:`kerascnn.inspect.layer_table`; inception modules and residual blocks are one box each
+    (:data:`BLOCKS`), batch norm, LRN, padding and the like none."""
+    import keras
+
+    from . import inspect
+
+    if len(model.outputs) > 1:  # e.g. GoogLeNet's auxiliary heads: draw the main network
+        model = keras.Model(model.inputs, model.outputs[0], name=model.name)
+    h, w, d = _hwd(tuple(model.inputs[0].shape[1:]))
+    volumes = [plots.Volume("input", "input", h, w, d)]
+    for row in inspect.layer_table(model):
+        block = _block_of(row.name)
+        shape = _hwd(row.output_shape)
+        if shape is None:
+            continue
+        if block is not None and block[0] is not None:  # one box per module or residual block
+            label, stage, kind = block
+            if volumes[-1].label == label:
+                volumes[-1] = plots.Volume(label, kind, *shape, stage=stage)
+            else:
+                volumes.append(plots.Volume(label, kind, *shape, stage=stage))
+            continue
+        kind = _kind(row)
+        if row.type in _NO_BOX or (kind == "other" and row.output_shape == row.input_shape):
+            continue
+        volumes.append(plots.Volume(row.name, kind, *shape, stage=block[1] if block else None))
+    return volumes
+
+
+def _block_of(name: str):
+    """``(box label or None, stage, kind)`` from :data:`BLOCKS`, or None."""
+    for pattern, label, stage, kind in BLOCKS:
+        match = pattern.match(name)
+        if match:
+            fields = match.groupdict()
+            return (label.format(**fields) if label else None, stage.format(**fields), kind)
+    return None
+
+
+def _kind(row) -> str:
+    if row.type.startswith("conv") or "Conv" in row.layer_class:
+        return "conv"
+    if "pool" in row.type or row.layer_class == "Subsampling":
+        return "pool"
+    return "fc" if row.type == "fc" else "other"
+
+
+def _hwd(shape):
+    shape = tuple(shape)
+    if len(shape) == 3 and None not in shape:
+        return int(shape[0]), int(shape[1]), int(shape[2])
+    if len(shape) == 1 and shape[0] is not None:
+        return 1, 1, int(shape[0])
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The PNGs
+
+
+def _save(fig, path, **details) -> Saved:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots.save_figure(fig, path)
+    from PIL import Image
+    with Image.open(path) as written:
+        size = written.size
+    return Saved(path, size, plots.panels(fig), plots.figure_texts(fig, draw=False), details)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "model"
+
+
+def kernels(image_path, out=None, *, max_size: int = KERNELS_MAX_SIZE) -> Saved:
+    """The original image beside its blur, sharpen and edge versions (the primer's conv2d)."""
+    image = read_image(image_path, max_size=max_size)
+    results = apply_kernels(image)
+    name = Path(image_path).name
+    fig = plots.kernels_figure(image, results, title=f"{name}: the lecture's kernels applied with "
+                               f"the primer's 2D convolution (zero padding P = (F-1)/2, each "
+                               f"channel on its own)")
+    out = out or OUT_DIR / f"{_slug(Path(image_path).stem)}-kernels.png"
+    return _save(fig, out, image=image, results=results)
+
+
+def filters(model, layer: str | None = None, out=None, *, max_filters: int = 128) -> Saved:
+    """A grid of ``layer``'s kernels (default: the first convolution) of MODEL."""
+    source = model if isinstance(model, ModelSource) else load_model_source(model)
+    layer, kernel = conv_kernel(source, layer)
+    note = None if source.trained else "untrained (random initial weights)"
+    fig = plots.filters_figure(kernel, layer=f"{source.name} {layer}", max_filters=max_filters,
+                               note=note)
+    out = out or OUT_DIR / f"{_slug(source.name)}-filters-{_slug(layer)}.png"
+    return _save(fig, out, layer=layer, kernel=kernel)
+
+
+def feature_maps_png(model, image_path, layers=None, out=None, *, channels: int = 8) -> Saved:
+    """The activation maps of ``layers`` (default :func:`default_feature_layers`) for one image."""
+    read_image(image_path)  # a missing or unreadable image fails before the model loads
+    source = model if isinstance(model, ModelSource) else load_model_source(model,
+                                                                            preprocessing="auto")
+    if source.model is None:
+        raise UserError(f"{source.saved_model} is an exported SavedModel: it keeps only its "
+                        f"serving signatures (image -> probabilities), so the activations inside "
+                        f"the network cannot be reached; pass the run directory or its "
+                        f"model.keras instead (filters work on a SavedModel)")
+    image = model_image(source, image_path)
+    layers = list(layers) if layers else default_feature_layers(source.model)
+    if not layers:
+        raise UserError(f"{source.name} has no layers with feature maps of at least 2x2")
+    maps = feature_maps(source.model, image, layers)
+    state = "" if source.trained else " (untrained: random weights)"
+    fig = plots.feature_maps_figure(
+        image, maps, channels=channels,
+        title=f"{source.name}{state}: feature maps for {Path(image_path).name}, the {channels} "
+              f"most active channels per layer")
+    out = out or OUT_DIR / f"{_slug(source.name)}-feature-maps-{_slug(Path(image_path).stem)}.png"
+    return _save(fig, out, layers=layers, image=image, maps=maps)
+
+
+def architecture(model, out=None, *, input_shape=None, num_classes=None, **options) -> Saved:
+    """The volume after each layer or block of a registered network (built at ``input_shape``,
+    the paper's by default), a run directory or a ``.keras`` file."""
+    from . import inspect
+
+    try:
+        keras_model = inspect.resolve_model(model, input_shape=input_shape,
+                                            num_classes=num_classes, **options)
+    except SizeError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    volumes = architecture_volumes(keras_model)
+    totals = inspect.table_totals(inspect.layer_table(keras_model))
+    first = volumes[0]
+    title = (f"{keras_model.name}: the volume W×H×D after each layer or block\n"
+             f"{first.shape_text} input, {totals.params:,} parameters, "
+             f"{inspect.human(totals.macs)}MACs")
+    fig = plots.architecture_figure(volumes, title=title)
+    if out is None:
+        name = keras_model.name
+        if isinstance(model, (str, Path)) and inspect._is_path(str(model)):
+            path = Path(model)
+            name = path.name if path.suffix != ".keras" else \
+                path.parent.name if path.stem == "model" else path.stem
+        out = OUT_DIR / f"{_slug(name)}-architecture.png"
+    return _save(fig, out, volumes=volumes)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def add_arguments(parser) -> None:
+    from .inspect import _input_shape, _positive
+
+    sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    out_help = "the PNG to write (default: visualizations/...)"
+
+    p = sub.add_parser("kernels", help="blur, sharpen and edge kernels applied to an image")
+    p.add_argument("image", metavar="IMAGE", help="a JPEG or PNG file (grayscale or colour)")
+    p.add_argument("--max-size", type=_positive, default=KERNELS_MAX_SIZE, metavar="PIXELS",
+                   help=f"shrink larger images to this longest side first (default "
+                        f"{KERNELS_MAX_SIZE})")
+    p.add_argument("--out", help=out_help)
+
+    p = sub.add_parser("filters", help="a grid of a convolution layer's kernels")
+    p.add_argument("model", metavar="MODEL", help="run directory, .keras file, exported "
+                   "SavedModel (export/NAME[/VERSION]) or registered name (untrained)")
+    p.add_argument("--layer", metavar="NAME", help="convolution layer (default: the first)")
+    p.add_argument("--max-filters", type=_positive, default=128, metavar="N",
+                   help="draw at most N filters (default 128)")
+    p.add_argument("--out", help=out_help)
+
+    p = sub.add_parser("feature-maps", help="activation maps of chosen layers for one image")
+    p.add_argument("model", metavar="MODEL", help="run directory, .keras file or registered name")
+    p.add_argument("image", metavar="IMAGE", help="a JPEG or PNG file")
+    p.add_argument("--layers", nargs="+", metavar="NAME",
+                   help="layers to show (default: the last layer at each spatial size)")
+    p.add_argument("--channels", type=_positive, default=8, metavar="N",
+                   help="the N most active channels per layer (default 8)")
+    p.add_argument("--out", help=out_help)
+
+    p = sub.add_parser("architecture", help="the volume W x H x D after each layer or block")
+    p.add_argument("model", metavar="NAME", help="registered model name, .keras file or run "
+                   "directory")
+    p.add_argument("--input-shape", type=_input_shape, metavar="H,W,C",
+                   help="build the network for this input (default: the paper's)")
+    p.add_argument("--num-classes", type=_positive, metavar="N",
+                   help="classifier width (default: the family's)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option, e.g. --option batch_norm=true (repeatable)")
+    p.add_argument("--out", help=out_help)
+
+    p = sub.add_parser("report", help="(re)write a training run's report.html")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+
+
+def _options(pairs) -> dict:
+    from .inspect import _option_value
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option takes KEY=VALUE (e.g. batch_norm=true), got {pair!r}")
+        options[key.strip().replace("-", "_")] = _option_value(value)
+    return options
+
+
+def run(args) -> int:
+    if args.kind == "report":
+        from .report import write_report
+        print(f"saved {write_report(args.run_dir)}")
+        return 0
+    if args.kind == "kernels":
+        saved = kernels(args.image, args.out, max_size=args.max_size)
+    elif args.kind == "filters":
+        saved = filters(args.model, args.layer, args.out, max_filters=args.max_filters)
+    elif args.kind == "feature-maps":
+        saved = feature_maps_png(args.model, args.image, args.layers, args.out,
+                                 channels=args.channels)
+    else:
+        saved = architecture(args.model, args.out, input_shape=args.input_shape,
+                             num_classes=args.num_classes, **_options(args.option))
+    print(f"saved {saved.path} ({saved.size[0]}x{saved.size[1]} pixels)")
+    return 0
