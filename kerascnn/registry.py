@@ -101,16 +101,37 @@ def _check_input_shape(name: str, input_shape, info: ModelInfo):
     return shape
 
 
-def get_model(name: str, num_classes: int = 1000, input_shape=None, *, weights: str | None = None,
-              preprocessing=None, **options):
+class _Default(int):
+    """The default ``num_classes`` (1000, ImageNet's), told apart from an explicit 1000 so that
+    shipped weights can supply their own class count when the caller passes none."""
+
+
+_IMAGENET_CLASSES = _Default(1000)
+
+
+def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None, *,
+              weights: str | None = None, preprocessing=None, **options):
     """Build the network ``name`` as a Keras functional model.
 
     ``num_classes`` sizes the classifier; ``input_shape`` is (H, W, C), the paper's by default;
     ``preprocessing`` (a name of :data:`kerascnn.layers.PREPROCESSING` or a dict) makes the model
     take raw uint8 pixels; other keyword arguments are the family's options (``batch_norm``,
     ``aux_logits``, ``stride_on`` ...). Options left as ``None`` take the paper's default.
+    ``weights`` names shipped weights (``get_model("resnet20", weights="cifar10")``, see
+    :mod:`kerascnn.weights`): the class count, input shape, preprocessing and options then default
+    to the training's, so the model takes raw uint8 pixels.
     """
     info = model_info(name)
+    # --- shipped weights (kerascnn.weights): the manifest supplies what the caller left out ---
+    if weights is not None:
+        from .weights import build_arguments
+        given = None if num_classes is _IMAGENET_CLASSES else num_classes
+        shipped = build_arguments(info.name, weights, given, input_shape, preprocessing)
+        num_classes, input_shape = shipped["num_classes"], shipped["input_shape"]
+        preprocessing = shipped["preprocessing"]
+        options = {**shipped["options"], **options}
+    # --- end of shipped weights ---
+    num_classes = int(num_classes) if type(num_classes) is _Default else num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     shape = _check_input_shape(info.name, input_shape or info.input_shape, info)
