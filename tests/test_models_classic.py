@@ -233,7 +233,7 @@ def test_alexnet_towers_lrn_and_paper_initialisation():
     assert biases == {"conv1": 0, "conv2": 1, "conv3": 0, "conv4": 1, "conv5": 1, "fc6": 1,
                       "fc7": 1, "fc8": 0}
     assert np.std(np.asarray(model.get_layer("fc7").kernel)) == pytest.approx(0.01, rel=0.02)
-    owt = kerascnn.get_model("alexnet_owt", num_classes=10, input_shape=(63, 63, 3))
+    owt = kerascnn.get_model("alexnet_owt", num_classes=10, input_shape=(95, 95, 3))
     assert [owt.get_layer(f"conv{i}").filters for i in range(1, 6)] == [64, 192, 384, 256, 256]
     assert not any(isinstance(l, kerascnn.layers.LocalResponseNormalization) for l in owt.layers)
 

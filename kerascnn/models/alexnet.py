@@ -13,7 +13,7 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from ..arithmetic import output_size
+from ..arithmetic import SizeError, output_size
 from ..layers import LocalResponseNormalization, check_spatial, classifier, conv, image_input
 from ..layers import max_pool
 from ..registry import register
@@ -138,6 +138,12 @@ def _build(net: Network, num_classes, input_shape, preprocessing, name, dropout,
             else:
                 x = _pool(x, f"pool{i}", net.pool_rounding)
     if net.adaptive_pool:
+        # Keras 3.15's adaptive pooling cannot spread a 1x1 map over 6x6 in graph mode (predict,
+        # fit and SavedModel export fail), so a 1x1 pool5 is a size error like any other here.
+        if any(d is not None and d < 2 for d in x.shape[1:3]):
+            raise SizeError(f"layer 'avgpool': its input is {x.shape[1]}x{x.shape[2]}, but the "
+                            f"adaptive {net.adaptive_pool}x{net.adaptive_pool} average pool needs "
+                            f"at least 2x2", layer="avgpool")
         x = layers.AdaptiveAveragePooling2D(net.adaptive_pool, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)
     for fc in ("fc6", "fc7"):
@@ -171,7 +177,7 @@ def _pool(x, name, rounding):
 register("alexnet", alexnet, family="alexnet", input_shape=(227, 227, 3), min_size=67,
          paper=ALEXNET_PAPER,
          description="the paper's two-tower AlexNet (groups=2 in conv2/4/5, LRN), 227x227 input")
-register("alexnet_owt", alexnet, family="alexnet", input_shape=(224, 224, 3), min_size=63,
+register("alexnet_owt", alexnet, family="alexnet", input_shape=(224, 224, 3), min_size=95,
          paper=OWT_PAPER, variant="owt",
          description="single-tower 'one weird trick' AlexNet (64-192-384-256-256, as torchvision)")
 register("alexnet_lecture", alexnet, family="alexnet", input_shape=(227, 227, 3), min_size=195,
