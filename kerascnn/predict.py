@@ -1,0 +1,170 @@
+"""``python -m kerascnn predict MODEL_PATH IMAGE...``: top-5 classes of an exported model, locally.
+
+``MODEL_PATH`` is a version directory written by ``kerascnn export`` (``export/NAME/3``), the model
+directory (its newest version is used), or a ``model.onnx`` file. A SavedModel gets the encoded
+files through its ``serving_bytes`` signature, exactly as TF Serving would; an ONNX model gets the
+pixels that graph would make (:func:`kerascnn.export.decode_image` with the image pipeline the model
+card records), and its class names from ``assets/class_names.txt`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .cli import UserError
+from .export import CLASS_NAMES_FILE, MODEL_CARD_FILE, ONNX_FILE, TOP_K, load_images
+
+__all__ = ["Prediction", "load_predictor", "predict", "resolve_model_path"]
+
+_BATCH = 32
+
+
+class Prediction(list):
+    """The top-k ``(class name, score)`` pairs of one image, best first; ``.path`` is the image."""
+
+    def __init__(self, path, pairs):
+        super().__init__(pairs)
+        self.path = str(path)
+
+
+def resolve_model_path(path) -> tuple[str, Path]:
+    """``("savedmodel" | "onnx", path)`` for a version directory, model directory or .onnx file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: pass export/NAME, export/NAME/VERSION or a "
+                        f"model.onnx file written by `python -m kerascnn export`")
+    if path.is_file():
+        if path.suffix != ".onnx":
+            raise UserError(f"{path} is not an exported model: pass a SavedModel version directory "
+                            f"or a .onnx file")
+        return "onnx", path
+    if (path / "saved_model.pb").is_file():
+        return "savedmodel", path
+    if (path / ONNX_FILE).is_file():
+        return "onnx", path / ONNX_FILE
+    versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+    if versions:
+        return resolve_model_path(versions[-1][1])
+    raise UserError(f"{path} holds no exported model (no saved_model.pb, {ONNX_FILE} or version "
+                    f"directories); export one with "
+                    f"`python -m kerascnn export RUN_DIR --name NAME`")
+
+
+class _SavedModel:
+    def __init__(self, path: Path):
+        import tensorflow as tf
+
+        try:
+            signatures = tf.saved_model.load(str(path)).signatures
+        except Exception as exc:  # a truncated or foreign SavedModel
+            raise UserError(f"cannot load the SavedModel in {path}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if not {"serving_bytes", "serving_default"} <= set(signatures):
+            raise UserError(f"{path} lacks the serving_default/serving_bytes signatures; export it "
+                            f"with `python -m kerascnn export`")
+        self._fn = signatures["serving_bytes"]
+        self.num_classes = int(self._fn.structured_outputs["probabilities"].shape[-1])
+        image = signatures["serving_default"].structured_input_signature[1]["image"]
+        self.input_shape = tuple(int(d) for d in image.shape[1:])
+
+    def __call__(self, files, k):
+        import tensorflow as tf
+
+        load_images(files, self.input_shape)  # names the file that does not decode
+        out = self._fn(image_bytes=tf.constant([Path(f).read_bytes() for f in files]))
+        scores = out["top_k_scores"].numpy()[:, :k]
+        names = [[c.decode("utf-8") for c in row[:k]] for row in out["top_k_classes"].numpy()]
+        return scores, names
+
+
+class _Onnx:
+    def __init__(self, path: Path, class_names=None):
+        import onnxruntime as ort
+
+        try:
+            self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UserError(f"onnxruntime cannot load {path}: {exc}") from None
+        (inp,) = self._session.get_inputs()
+        self._input = inp.name
+        self.input_shape = tuple(int(d) for d in inp.shape[1:])
+        names_file = Path(class_names) if class_names else path.parent / "assets" / CLASS_NAMES_FILE
+        if not names_file.is_file():
+            raise UserError(f"class names not found at {names_file}: keep the export's assets/ "
+                            f"folder beside {path.name}, or pass --class-names FILE")
+        self.class_names = [line for line in names_file.read_text(encoding="utf-8").splitlines()
+                            if line.strip()]
+        self.num_classes = int(self._session.get_outputs()[0].shape[-1])
+        self.pipeline = _card_pipeline(path.parent / "assets" / MODEL_CARD_FILE)
+        if len(self.class_names) != self.num_classes:
+            raise UserError(f"{names_file} lists {len(self.class_names)} classes but the model has "
+                            f"{self.num_classes} outputs")
+
+    def __call__(self, files, k):
+        pixels = load_images(files, self.input_shape, self.pipeline)
+        (probabilities,) = self._session.run(None, {self._input: pixels})
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        scores = np.take_along_axis(probabilities, top, axis=1)
+        return scores, [[self.class_names[i] for i in row] for row in top]
+
+
+def _card_pipeline(card: Path):
+    """The image pipeline the export recorded (None: the default photo transform)."""
+    try:
+        pipeline = json.loads(card.read_text(encoding="utf-8"))["input"]["image_pipeline"]
+        return {key: pipeline[key] for key in ("style", "resize", "crop")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_predictor(model_path, class_names=None):
+    """A callable ``(image files, k) -> (scores [N, k], class names [N][k])`` for an export."""
+    kind, path = resolve_model_path(model_path)
+    return _SavedModel(path) if kind == "savedmodel" else _Onnx(path, class_names)
+
+
+def predict(model_path, images, top_k: int = TOP_K, class_names=None) -> list[Prediction]:
+    """Top-``top_k`` ``(class, score)`` pairs for each image file, in order."""
+    images = [Path(p) for p in images]
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise UserError(f"image not found: {', '.join(missing)}")
+    predictor = load_predictor(model_path, class_names)
+    k = min(TOP_K, predictor.num_classes)
+    if not isinstance(top_k, int) or not 1 <= top_k <= k:
+        raise UserError(f"--top must be between 1 and {k} (the model exports its top {k})")
+    results = []
+    for start in range(0, len(images), _BATCH):
+        chunk = images[start:start + _BATCH]
+        scores, names = predictor(chunk, top_k)
+        results += [Prediction(path, [(n, float(s)) for n, s in zip(row_names, row_scores)])
+                    for path, row_names, row_scores in zip(chunk, names, scores)]
+    return results
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", metavar="MODEL_PATH",
+                        help="export/NAME, export/NAME/VERSION, or a model.onnx file")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument("--top", type=int, default=TOP_K,
+                        help=f"classes per image (default {TOP_K})")
+    parser.add_argument("--class-names", default=None, metavar="FILE",
+                        help="class names for an .onnx file without its assets/ folder")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args) -> int:
+    results = predict(args.model, args.images, args.top, args.class_names)
+    if args.json:
+        print(json.dumps([{"image": r.path, "top_k": [{"class": c, "score": s} for c, s in r]}
+                          for r in results], indent=2))
+        return 0
+    for result in results:
+        print(result.path)
+        width = max(len(c) for c, _ in result)
+        for rank, (name, score) in enumerate(result, 1):
+            print(f"  {rank}. {name:<{width}}  {score:.4f}")
+    return 0
