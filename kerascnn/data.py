@@ -21,7 +21,6 @@ prefetches. Unreadable images are found before training, skipped and named in on
 from __future__ import annotations
 
 import gzip
-import os
 import socket
 import struct
 import warnings
@@ -32,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from .cli import UserError
+from .files import atomic_write
 
 __all__ = ["DataError", "UnreadableImagesWarning", "Split", "Dataset", "SPEC_FORMS", "SAMPLE_DIR",
            "parse_spec", "load", "preprocessing_for", "augmentation_for", "pipeline",
@@ -487,11 +487,7 @@ def write_idx(path, array: np.ndarray) -> None:
     array = np.ascontiguousarray(array, np.uint8)
     data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
     data += array.tobytes()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with (gzip.open if path.suffix == ".gz" else open)(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, gzip.compress(data) if str(path).endswith(".gz") else data)
 
 
 def _find_idx(folder: Path, prefix: str, kind: str) -> Path | None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .cli import UserError
+from .files import write_json
 
 __all__ = ["export_model", "load_source", "inference_model", "image_pipeline", "fit_image",
            "decode_image", "load_images", "sample_images", "write_savedmodel", "savedmodel_parity",
@@ -726,10 +727,6 @@ def _onnx_versions(formats) -> dict:
             "onnxruntime": onnxruntime.__version__, "onnx_opset": ONNX_OPSET}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- export
 
 def _check_arguments(name, version, formats, tolerance) -> tuple:
@@ -811,7 +808,7 @@ def export_model(source, name: str, export_dir="export", version: int | None = N
                                   f"{tolerance:g}) {on_images}; nothing was exported. Export "
                                   f"with --formats savedmodel to skip ONNX")
             (tmp / ONNX_FILE).write_bytes(proto.SerializeToString())
-        _write_json(tmp / "assets" / MODEL_CARD_FILE,
+        write_json(tmp / "assets" / MODEL_CARD_FILE,
                     model_card(src, name, version, formats, checks))
         try:
             os.rename(tmp, target)  # atomic on one filesystem: the version appears complete

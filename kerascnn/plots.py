@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .files import atomic_path
 
 __all__ = ["save_figure", "read_history", "training_curves", "confusion_matrix", "Panel", "Volume",
            "panels", "figure_texts", "kernels_figure", "filters_figure", "feature_maps_figure",
@@ -40,14 +41,9 @@ DPI = 120
 def save_figure(fig: Figure, path, dpi: int = DPI) -> Path:
     """Render ``fig`` to ``path`` (PNG) via a temporary file and an atomic rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         FigureCanvasAgg(fig)
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -191,7 +191,7 @@ def write_report(run_dir, *, model=None, val_data=None, metrics: dict | None = N
     of the validation grid.
     """
     from . import inspect, visualize
-    from .training import atomic_path
+    from .files import atomic_path
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -38,10 +38,11 @@ import numpy as np
 from . import data as data_lib
 from .arithmetic import SizeError
 from .cli import UserError
+from .files import atomic_path, write_json
 from .recipes import Recipe, learning_rate_at, recipe_for
 
 __all__ = ["TrainConfig", "train", "evaluate", "add_arguments", "run", "list_text",
-           "SAMPLE_EPOCHS", "SAMPLE_MAX_SIZE", "STRATEGIES", "atomic_path", "write_json"]
+           "SAMPLE_EPOCHS", "SAMPLE_MAX_SIZE", "STRATEGIES"]
 
 #: On the bundled sample the demo trains this many epochs at inputs of at most this size (the
 #: paper's size when smaller, the network's minimum when larger), so that
@@ -74,28 +75,6 @@ class TrainConfig:
 
 # --------------------------------------------------------------------------------------------
 # Files
-
-
-@contextlib.contextmanager
-def atomic_path(path, *, keep_suffix: bool = False):
-    """Yield a temporary sibling of ``path``; on success rename it to ``path`` (atomic on POSIX).
-
-    ``keep_suffix`` keeps the extension (``.model.tmp-123.keras``) for writers that check it.
-    """
-    path = Path(path)
-    suffix = path.suffix if keep_suffix else ""
-    tmp = path.with_name(f".{path.stem if keep_suffix else path.name}.tmp-{os.getpid()}{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def _check_writable(run_dir: Path) -> None:

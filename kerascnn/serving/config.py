@@ -18,13 +18,14 @@ config file's folder (:func:`resolve_base_path`).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import (descriptor_pb2, descriptor_pool, message_factory, text_format,
                             wrappers_pb2)
 from tensorflow_serving.config import model_server_config_pb2
+
+from ..files import atomic_write
 
 __all__ = ["ConfigError", "CONTAINER_MODEL_ROOT", "DEFAULT_METRICS_PATH", "BatchingParameters",
            "MonitoringConfig", "BatchingOptions", "load_model_server_config",
@@ -207,14 +208,7 @@ def upsert_model_config(config_path, name: str, base_path: str | None = None, *,
         entry.version_labels.update({str(k): int(v) for k, v in version_labels.items()})
     body = _leading_comments(text) + text_format.MessageToString(config)
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{config_path.name}.", dir=config_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, config_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(config_path, body)
     return entry
 
 

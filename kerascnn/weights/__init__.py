@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from ..cli import UserError
+from ..files import atomic_path, atomic_write, write_json
 
 __all__ = ["WeightsError", "available", "manifest", "weights_file", "load_weights",
            "build_arguments", "ship", "save_run_dir", "MAX_BYTES", "DATA_LICENCES"]
@@ -136,15 +137,6 @@ def load_weights(model, name: str, tag: str) -> None:
 # Making and unmaking entries
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def ship(run_dir, tag: str, *, command: str, machine: str, reference: str = "",
          notes: str = "", destination=None) -> Path:
     """Package a finished ``train.py`` run as shipped weights ``{arch}_{tag}``; returns the manifest.
@@ -216,9 +208,9 @@ def ship(run_dir, tag: str, *, command: str, machine: str, reference: str = "",
         "reference": reference, "notes": notes,
         "tensorflow_at_packing": tf.__version__,
     }
-    _atomic_write(destination / f"{stem}.weights.h5", data)
+    atomic_write(destination / f"{stem}.weights.h5", data)
     target = destination / f"{stem}.json"
-    _atomic_write(target, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    atomic_write(target, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return target
 
 
@@ -227,7 +219,6 @@ def save_run_dir(name: str, tag: str, directory) -> Path:
     ``config.json``, ``metrics.json``) that ``python -m kerascnn export DIR --name NAME`` takes,
     so ``kerascnn predict`` works offline with shipped weights. Returns the folder."""
     from ..registry import get_model
-    from ..training import write_json
 
     meta = manifest(name, tag)
     directory = Path(directory)
@@ -235,12 +226,8 @@ def save_run_dir(name: str, tag: str, directory) -> Path:
         raise WeightsError(f"{directory} already holds a model.keras; choose another folder")
     directory.mkdir(parents=True, exist_ok=True)
     model = get_model(name, weights=tag)
-    tmp = directory / f".model.tmp-{os.getpid()}.keras"
-    try:
+    with atomic_path(directory / "model.keras", keep_suffix=True) as tmp:
         model.save(tmp)
-        os.replace(tmp, directory / "model.keras")
-    finally:
-        tmp.unlink(missing_ok=True)
     write_json(directory / "config.json", {
         "arch": name, "num_classes": meta["num_classes"], "class_names": meta["class_names"],
         "input_shape": meta["input_shape"], "preprocessing": meta["preprocessing"],
