@@ -241,7 +241,7 @@ def test_alexnet_towers_lrn_and_paper_initialisation():
 def test_grouped_conv_equals_keras_groups_without_xla(tmp_path):
     import tensorflow as tf
 
-    from kerascnn.models.alexnet import GroupedConv2D
+    from kerascnn.layers import GroupedConv2D
     x = np.random.default_rng(3).normal(size=(2, 9, 9, 6)).astype("float32")
     towers = GroupedConv2D(8, 3, groups=2, padding="same", name="towers")
     reference = keras.layers.Conv2D(8, 3, groups=2, padding="same")
