@@ -1,7 +1,8 @@
 """``python -m kerascnn predict MODEL_PATH IMAGE...``: top-5 classes of an exported model, locally.
 
 ``MODEL_PATH`` is a version directory written by ``kerascnn export`` (``export/NAME/3``), the model
-directory (its newest version is used), or a ``model.onnx`` file. A SavedModel gets the encoded
+directory (its newest version is used), a ``model.onnx`` file, or shipped weights named
+``MODEL:TAG`` (``resnet20:cifar10``, see :mod:`kerascnn.weights`), which need no export. A SavedModel gets the encoded
 files through its ``serving_bytes`` signature, exactly as TF Serving would; an ONNX model gets the
 pixels that graph would make (:func:`kerascnn.export.decode_image` with the image pipeline the model
 card records), and its class names from ``assets/class_names.txt`` beside it.
@@ -31,11 +32,18 @@ class Prediction(list):
 
 
 def resolve_model_path(path) -> tuple[str, Path]:
-    """``("savedmodel" | "onnx", path)`` for a version directory, model directory or .onnx file."""
+    """``("savedmodel" | "onnx" | "weights", path)`` for a version directory, model directory,
+    .onnx file, or ``MODEL:TAG`` of shipped weights."""
+    from .weights import available
+
+    if str(path) in available():
+        return "weights", Path(path)
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path} does not exist: pass export/NAME, export/NAME/VERSION or a "
-                        f"model.onnx file written by `python -m kerascnn export`")
+        shipped = ", ".join(available()) or "none"
+        raise UserError(f"{path} does not exist: pass export/NAME, export/NAME/VERSION, a "
+                        f"model.onnx file written by `python -m kerascnn export`, or shipped "
+                        f"weights as MODEL:TAG ({shipped})")
     if path.is_file():
         if path.suffix != ".onnx":
             raise UserError(f"{path} is not an exported model: pass a SavedModel version directory "
@@ -111,6 +119,31 @@ class _Onnx:
         return scores, [[self.class_names[i] for i in row] for row in top]
 
 
+class _Shipped:
+    """Shipped weights (``MODEL:TAG``): the Keras model and the pixels its training saw."""
+
+    def __init__(self, spec: str):
+        from .export import image_pipeline
+        from .registry import get_model
+        from .weights import manifest
+
+        name, tag = spec.split(":")
+        meta = manifest(name, tag)
+        self._model = get_model(name, weights=tag)
+        self.input_shape = tuple(meta["input_shape"])
+        self.num_classes = meta["num_classes"]
+        self.class_names = meta["class_names"]
+        self.pipeline = image_pipeline(meta, self.input_shape)
+
+    def __call__(self, files, k):
+        probabilities = self._model.predict_on_batch(
+            load_images(files, self.input_shape, self.pipeline))
+        probabilities = np.asarray(probabilities)
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        scores = np.take_along_axis(probabilities, top, axis=1)
+        return scores, [[self.class_names[i] for i in row] for row in top]
+
+
 def _card_pipeline(card: Path):
     """The image pipeline the export recorded (None: the default photo transform)."""
     try:
@@ -123,6 +156,8 @@ def _card_pipeline(card: Path):
 def load_predictor(model_path, class_names=None):
     """A callable ``(image files, k) -> (scores [N, k], class names [N][k])`` for an export."""
     kind, path = resolve_model_path(model_path)
+    if kind == "weights":
+        return _Shipped(str(model_path))
     return _SavedModel(path) if kind == "savedmodel" else _Onnx(path, class_names)
 
 
@@ -147,7 +182,8 @@ def predict(model_path, images, top_k: int = TOP_K, class_names=None) -> list[Pr
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", metavar="MODEL_PATH",
-                        help="export/NAME, export/NAME/VERSION, or a model.onnx file")
+                        help="export/NAME, export/NAME/VERSION, a model.onnx file, or shipped "
+                             "weights as MODEL:TAG (e.g. resnet20:cifar10)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
     parser.add_argument("--top", type=int, default=TOP_K,
                         help=f"classes per image (default {TOP_K})")

@@ -174,3 +174,20 @@ def test_packed_cifar_subset_round_trips_and_keeps_the_split(tmp_path):
     part.write_bytes(part.read_bytes()[:-10])
     with pytest.raises(pack_data.PackError, match="damaged"):
         pack_data.unpack(tmp_path / "packed" / "cifar10", tmp_path / "again")
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="../shared/data/cifar10 not present")
+def test_predict_takes_shipped_weights_by_name(tmp_path):
+    """`python -m kerascnn predict resnet20:cifar10 photo.jpg`: no export needed."""
+    from kerascnn.predict import predict
+
+    meta = weights.manifest("resnet20", "cifar10")
+    class_dirs = sorted(d for d in CIFAR.iterdir() if d.is_dir())
+    files, labels = data._list_images(class_dirs, CIFAR)
+    _, val = data.stratified_split(labels, meta["split"]["val_split"], meta["split"]["seed"])
+    pick = val[::100]  # 50 held-out JPEGs, every class
+    results = predict("resnet20:cifar10", [files[i] for i in pick], top_k=3)
+    top1 = [r[0][0] for r in results]
+    accuracy = np.mean([t == meta["class_names"][labels[i]] for t, i in zip(top1, pick)])
+    assert accuracy >= 0.7  # chance: 10%; the manifest: 82%
+    assert all(len(r) == 3 and r[0][1] >= r[1][1] >= r[2][1] for r in results)
