@@ -139,7 +139,8 @@ class Totals:
         if self.keras_trainable is not None and self.keras_trainable != self.params:
             text += f"; Keras counts {self.keras_trainable:,} trainable (some layers are frozen)"
         if self.keras_non_trainable:
-            text += f"; plus {self.keras_non_trainable:,} non-trainable (batch norm statistics)"
+            text += (f"; plus {self.keras_non_trainable:,} non-trainable (batch norm statistics "
+                     f"or fixed weights)")
         return text
 
 
@@ -296,6 +297,8 @@ def _row(node, pad_node, trainable: int) -> LayerRow:
         row.update(weights=weights)
     elif isinstance(op, keras.layers.ZeroPadding2D):  # one not folded into a conv or pool
         row.update(padding=tuple(tuple(int(v) for v in side) for side in op.padding))
+    elif hasattr(op, "lecture_arithmetic"):  # a custom layer that states its own row
+        row.update(op.lecture_arithmetic(first, out))
     else:  # any other layer with parameters: show them all as weights
         row.update(weights=trainable)
     return LayerRow(**row)

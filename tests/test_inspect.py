@@ -274,3 +274,18 @@ def test_cli_bad_option_value_and_arguments(capsys):
         main(["inspect", "lenet5", "--input-shape", "32x32"])
     assert exit_info.value.code == 2
     assert "expected H,W,C" in capsys.readouterr().err
+
+
+def test_lenet_1998_custom_layers_state_their_rows():
+    """S2/S4 (1 coefficient + 1 bias a map), C3's partial table (60 of 96 filter pairs: 1,500
+    weights, 150,000 MACs at 10x10), the fixed RBF centres: the table sums to the paper's 60,000."""
+    from kerascnn.inspect import layer_table, table_totals
+
+    model = kerascnn.get_model("lenet5_1998", num_classes=10)
+    rows = {r.name: r for r in layer_table(model)}
+    assert (rows["s2"].f, rows["s2"].s, rows["s2"].weights, rows["s2"].biases) == (2, 2, 6, 6)
+    assert (rows["c3"].f, rows["c3"].k, rows["c3"].weights, rows["c3"].biases) == (5, 16, 1500, 16)
+    assert rows["c3"].macs == 10 * 10 * 25 * 60
+    assert (rows["rbf"].weights, rows["rbf"].macs) == (0, 840)
+    totals = table_totals(list(rows.values()), model)
+    assert totals.params == totals.keras_trainable == 60_000

@@ -118,6 +118,12 @@ class Subsampling(layers.Layer):
         p = self.pool_size
         return n, None if h is None else h // p, None if w is None else w // p, c
 
+    def lecture_arithmetic(self, input_shape, output_shape) -> dict:
+        """The row ``kerascnn.inspect`` shows: an F x F / F pool with 1 coefficient + 1 bias a map."""
+        maps = input_shape[-1]
+        return dict(kernel=(self.pool_size,) * 2, strides=(self.pool_size,) * 2,
+                    padding=((0, 0), (0, 0)), weights=maps, biases=maps)
+
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size}
 
@@ -173,6 +179,13 @@ class PartialConv2D(layers.Layer):
         return (n, None if h is None else h - k + 1, None if w is None else w - k + 1,
                 len(self.table))
 
+    def lecture_arithmetic(self, input_shape, output_shape) -> dict:
+        """The row ``kerascnn.inspect`` shows: F x F / 1 over the table's connections only."""
+        k, connections = self.kernel_size, len(self._sources)
+        h2, w2, maps = output_shape
+        return dict(kernel=(k, k), strides=(1, 1), padding=((0, 0), (0, 0)), filters=maps,
+                    weights=k * k * connections, biases=maps, macs=h2 * w2 * k * k * connections)
+
     def get_config(self):
         return {**super().get_config(), "table": [list(r) for r in self.table],
                 "kernel_size": self.kernel_size}
@@ -199,6 +212,11 @@ class EuclideanRBF(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0], self.units
+
+    def lecture_arithmetic(self, input_shape, output_shape) -> dict:
+        """The row ``kerascnn.inspect`` shows: no trainable weights (the centres are fixed) and one
+        squared difference accumulated per (input, class) pair."""
+        return dict(filters=self.units, macs=input_shape[-1] * self.units)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
