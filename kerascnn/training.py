@@ -368,7 +368,8 @@ def _versions() -> dict:
     import tensorflow as tf
 
     from . import __version__
-    return {"kerascnn": __version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+    return {"kerascnn": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "keras_backend": keras.backend.backend()}
 
 
 def train(cfg: TrainConfig, *, callbacks=()) -> dict:

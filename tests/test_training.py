@@ -125,7 +125,8 @@ def test_run_directory_contract(lenet_run):
     assert config["preprocessing"] == {"scale": 1 / 255, "mean": [0.1307], "std": [0.3081]}
     assert config["recipe"]["weight_decay_mode"] == "l2_loss_on_kernels"
     assert config["recipe"]["augment"] == "none" and config["epochs"] == 2
-    assert set(config["versions"]) == {"kerascnn", "tensorflow", "keras"}
+    assert set(config["versions"]) == {"kerascnn", "tensorflow", "keras", "keras_backend"}
+    assert config["versions"]["keras_backend"] == "tensorflow"
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert {"val_top1", "val_top5", "val_loss", "wall_time_s", "images_per_s"} <= set(saved)
     history = (run_dir / "history.csv").read_text().splitlines()
