@@ -33,6 +33,8 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from kerascnn.files import atomic_write  # noqa: E402  (light: imports no TensorFlow)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -185,7 +187,7 @@ def write_json(path, data) -> None:
     """Write JSON to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    atomic_write(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value):
@@ -195,17 +197,6 @@ def _jsonable(value):
         return str(value)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def append_markdown(path, section: str) -> None:
     """Append ``section`` to the Markdown file ``path`` without ever leaving it half-written:
     the whole new file is written beside it and renamed into place."""
@@ -213,7 +204,7 @@ def append_markdown(path, section: str) -> None:
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"
-    _atomic_write(path, old + ("\n" if old else "") + section.rstrip("\n") + "\n")
+    atomic_write(path, old + ("\n" if old else "") + section.rstrip("\n") + "\n")
 
 
 # ------------------------------------------------------------------------------------ tables
