@@ -190,6 +190,16 @@ def write_json(path, data) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
+def emit(result: dict, render, json_path=None) -> int:
+    """A benchmark script's ending: stamp the command, print ``render(result)`` (Markdown), and
+    write the numbers as JSON when asked (run_all.py collects them)."""
+    result["command"] = command_line()
+    print(render(result))
+    if json_path:
+        write_json(json_path, result)
+    return 0
+
+
 def _jsonable(value):
     try:
         return float(value)  # numpy scalars

@@ -182,11 +182,7 @@ def main(argv=None) -> int:
     models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models
               else ["lenet5"] if args.quick else list(MODELS))
     result = measure(models, quick=args.quick)
-    result["command"] = common.command_line()
-    print(markdown(result))
-    if args.json:
-        common.write_json(args.json, result)
-    return 0
+    return common.emit(result, markdown, args.json)
 
 
 if __name__ == "__main__":

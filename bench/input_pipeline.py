@@ -100,11 +100,7 @@ def main(argv=None) -> int:
     result = measure(dataset, image_size=args.image_size, batch_size=args.batch_size,
                      batches=args.batches or (5 if args.quick else 60),
                      warmup=1 if args.quick else 3, warm=not args.no_warm)
-    result["command"] = common.command_line()
-    print(markdown(result))
-    if args.json:
-        common.write_json(args.json, result)
-    return 0
+    return common.emit(result, markdown, args.json)
 
 
 if __name__ == "__main__":

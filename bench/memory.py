@@ -103,11 +103,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown backend {', '.join(bad)}; use {', '.join(common.BACKENDS)}")
     result = measure(backends, model=model, batch=batch, steps=args.steps,
                      input_size=args.input_size)
-    result["command"] = common.command_line()
-    print(markdown(result))
-    if args.json:
-        common.write_json(args.json, result)
-    return 0
+    return common.emit(result, markdown, args.json)
 
 
 if __name__ == "__main__":

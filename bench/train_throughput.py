@@ -197,11 +197,7 @@ def main(argv=None) -> int:
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     result = measure(models, pairs, quick=args.quick, batch=args.batch, steps=args.steps,
                      jit_compile=jit)
-    result["command"] = common.command_line()
-    print(markdown(result))
-    if args.json:
-        common.write_json(args.json, result)
-    return 0
+    return common.emit(result, markdown, args.json)
 
 
 if __name__ == "__main__":
