@@ -120,11 +120,9 @@ def load_source(source, class_names=None) -> ExportSource:
     config = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
 
-    import keras
-
-    from . import layers, models  # noqa: F401  (registers the zoo's custom layers for loading)
+    from .registry import load_model
     try:
-        model = keras.models.load_model(model_file, compile=False)
+        model = load_model(model_file)
     except Exception as exc:  # a corrupt zip, a missing custom layer, a truncated file ...
         raise ExportError(f"cannot load {model_file}: {type(exc).__name__}: {exc}. It must be a "
                           f"complete .keras file (train.py writes model.keras); re-run training or "

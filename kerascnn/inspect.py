@@ -453,9 +453,7 @@ def _locate_size_error(info, shape, num_classes, options) -> SizeError | None:
 
 
 def _load(path: Path):
-    import keras
-
-    from . import layers, models  # noqa: F401  (registers the zoo's custom layers for loading)
+    from .registry import load_model
 
     if path.is_dir():
         candidate = path / "model.keras"
@@ -469,7 +467,7 @@ def _load(path: Path):
         raise ValueError(f"{path} is not a .keras file: pass a registered model name, a .keras "
                          f"file or a run directory holding model.keras")
     try:
-        return keras.models.load_model(path, compile=False)
+        return load_model(path)
     except Exception as exc:  # a truncated or foreign file: say which, not a deep traceback
         raise ValueError(f"could not load {path} as a Keras model ({type(exc).__name__}: {exc}); "
                          f"re-save it with model.save('model.keras')") from None

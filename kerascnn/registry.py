@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from .arithmetic import SizeError
 
-__all__ = ["ModelInfo", "register", "list_models", "model_info", "get_model", "UnknownModelError"]
+__all__ = ["ModelInfo", "register", "list_models", "model_info", "get_model", "load_model",
+           "UnknownModelError"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,16 @@ def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None,
         from .weights import load_weights
         load_weights(model, info.name, weights)
     return model
+
+
+def load_model(path):
+    """Load a saved ``.keras`` model of the zoo (for inference: not compiled).
+
+    The zoo's custom layers (LRN, grouped convs, LeNet-1998's layers, ResNet's zero-pad shortcut)
+    are registered when their modules are imported; this is the one place that makes sure of it.
+    """
+    import keras
+
+    from . import layers  # noqa: F401
+    _load_families()
+    return keras.models.load_model(path, compile=False)

@@ -637,9 +637,7 @@ def evaluate(run_dir, dataset: str | None = None, *, data_dir: str | None = None
     """Top-1, top-5 and per-class accuracy of a trained run on the validation split of ``dataset``
     (default: the run's own; another spec is matched to the run's classes by name). Saved as
     ``RUN_DIR/evaluation.json`` (``evaluation-<dataset>.json`` for another dataset)."""
-    import keras
-
-    import kerascnn.models  # noqa: F401  (registers the custom layers before loading)
+    from .registry import load_model
     run_dir = Path(run_dir)
     config_path, model_path = run_dir / "config.json", run_dir / "model.keras"
     if not run_dir.is_dir():
@@ -662,7 +660,7 @@ def evaluate(run_dir, dataset: str | None = None, *, data_dir: str | None = None
                         f"{' ...' if len(unknown) > 8 else ''} (the run's classes: "
                         f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
     label_map = np.array([index[n] for n in ds.class_names], np.int64)
-    model = keras.models.load_model(model_path, compile=False)
+    model = load_model(model_path)
     augment = data_lib.augmentation_for(ds, h, config.get("recipe", {}).get("augment", "auto"))
     pipe = data_lib.pipeline(ds.val, image_size=h, channels=c, style=ds.style, training=False,
                              augment=augment, batch_size=batch_size, native_size=ds.native_size)

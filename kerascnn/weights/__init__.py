@@ -146,10 +146,10 @@ def ship(run_dir, tag: str, *, command: str, machine: str, reference: str = "",
     ``command`` is how the run was made, ``machine`` what it ran on, ``reference`` the paper's
     number it compares with. Both files are written to temporary names and renamed.
     """
-    import keras
     import tensorflow as tf
 
-    from .. import layers, models  # noqa: F401  (registers the zoo's custom layers)
+    from ..registry import load_model
+
 
     run_dir = Path(run_dir)
     for needed in ("model.keras", "config.json", "metrics.json"):
@@ -163,7 +163,7 @@ def ship(run_dir, tag: str, *, command: str, machine: str, reference: str = "",
     name = config["arch"]
     destination = Path(destination or HERE)
     stem = f"{name}_{tag}"
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    model = load_model(run_dir / "model.keras")
     tmp = destination / f".{stem}.tmp-{os.getpid()}.weights.h5"
     try:
         model.save_weights(tmp)
