@@ -39,7 +39,7 @@ from . import data as data_lib
 from .arithmetic import SizeError
 from .cli import UserError
 from .files import atomic_path, write_json
-from .recipes import Recipe, learning_rate_at, recipe_for
+from .recipes import BUDGET_RECIPES, VARIANTS, Recipe, learning_rate_at, recipe_for
 
 __all__ = ["TrainConfig", "train", "evaluate", "add_arguments", "run", "list_text",
            "SAMPLE_EPOCHS", "SAMPLE_MAX_SIZE", "STRATEGIES"]
@@ -67,6 +67,7 @@ class TrainConfig:
     optimizer: str | None = None
     weight_decay: float | None = None
     mixed_precision: bool = False
+    recipe: str = "paper"
     seed: int = 0
     run_dir: str | None = None
     strategy: str | None = None
@@ -248,6 +249,8 @@ def _schedule_callback(recipe: Recipe, monitor: str):
                                                  factor=args.get("factor", 0.1),
                                                  patience=args.get("patience", 5), min_lr=1e-6,
                                                  verbose=1)
+    if recipe.schedule == "cosine":  # per step, inside the optimizer (see _optimizer)
+        return None
     if recipe.schedule == "constant" and not recipe.warmup_epochs:
         return None
     return keras.callbacks.LearningRateScheduler(
@@ -300,24 +303,45 @@ def _add_weight_decay(model, weight_decay: float) -> int:
     return n
 
 
-def _compile(model, recipe: Recipe, num_classes: int):
+def _optimizer(recipe: Recipe, steps_per_epoch: int):
+    """The recipe's optimizer; the per-step ``cosine`` schedule lives inside it (Keras'
+    ``CosineDecay`` with its linear warm-up), the per-epoch schedules in a callback."""
+    import keras
+    lr = recipe.effective_lr()
+    if recipe.schedule == "cosine":
+        warmup = recipe.warmup_epochs * steps_per_epoch
+        decay = max(1, recipe.epochs * steps_per_epoch - warmup)
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else lr, decay, alpha=0.0, warmup_target=lr if warmup else None,
+            warmup_steps=warmup)
+    if recipe.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    return keras.optimizers.Adam(lr)
+
+
+def _loss(recipe: Recipe):
+    import keras
+    if recipe.label_smoothing:
+        from .losses import SparseSmoothedCrossentropy
+        return SparseSmoothedCrossentropy(recipe.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def _compile(model, recipe: Recipe, num_classes: int, steps_per_epoch: int = 1):
     """Cross-entropy on ``predictions`` (+ the auxiliary heads, weighted per the recipe);
     top-1 and top-5 accuracy."""
     import keras
     k = min(5, num_classes)
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1"),
                keras.metrics.SparseTopKCategoricalAccuracy(k=k, name="top5")]
-    if recipe.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(recipe.effective_lr(), momentum=recipe.momentum)
-    else:
-        optimizer = keras.optimizers.Adam(recipe.effective_lr())
+    optimizer = _optimizer(recipe, steps_per_epoch)
     names = list(model.output_names)
     if len(names) == 1:
-        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(), metrics=metrics)
+        model.compile(optimizer, _loss(recipe), metrics=metrics)
         return "val_top1", names
     aux = recipe.aux_loss_weight if recipe.aux_loss_weight is not None else 0.3
     model.compile(optimizer,
-                  loss={n: keras.losses.SparseCategoricalCrossentropy() for n in names},
+                  loss={n: _loss(recipe) for n in names},
                   loss_weights={n: 1.0 if n == "predictions" else aux for n in names},
                   metrics={"predictions": metrics})
     return "val_predictions_top1", names
@@ -384,7 +408,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     info = model_info(cfg.arch)
     kind, _ = data_lib.parse_spec(cfg.dataset)
     on_sample = kind == "sample"
-    recipe = recipe_for(info.name).replace(
+    recipe = recipe_for(info.name, cfg.recipe or "paper").replace(
         lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
         batch_size=cfg.batch_size,
         epochs=SAMPLE_EPOCHS if cfg.epochs is None and on_sample else cfg.epochs)
@@ -407,7 +431,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     preprocessing = recipe.preprocessing or data_lib.preprocessing_for(dataset.name, channels)
     options, notes = _model_options(info, recipe, image_size)
     input_shape = [image_size, image_size, channels]
-    mixed = _mixed_policy() if cfg.mixed_precision else None
+    mixed = _mixed_policy(notes) if cfg.mixed_precision else None
     config = {
         "arch": info.name, "num_classes": dataset.num_classes, "class_names": dataset.class_names,
         "input_shape": input_shape, "preprocessing": preprocessing, "model_options": options,
@@ -440,7 +464,8 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
                     raise
                 raise UserError(f"cannot build {info.name}: {exc}") from None
             _add_weight_decay(model, recipe.weight_decay)
-            monitor, outputs = _compile(model, recipe, dataset.num_classes)
+            monitor, outputs = _compile(model, recipe, dataset.num_classes,
+                                        max(1, dataset.train.count // recipe.batch_size))
         if strategy is not None:
             _symbolic_build_from_first_replica(model, strategy)
     finally:
@@ -543,10 +568,29 @@ def _tensorboard(log_dir: Path, notes: list) -> list:
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]
 
 
-def _mixed_policy() -> str:
-    """bfloat16 on CPUs (no loss scaling needed, fast on AVX-512/AMX), float16 on GPUs."""
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX, read from
+    /proc/cpuinfo). Elsewhere oneDNN emulates it, several times slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def _mixed_policy(notes: list | None = None) -> str | None:
+    """float16 on GPUs; bfloat16 on CPUs that compute it natively (no loss scaling needed); on
+    other CPUs None (float32), with a note: emulated bfloat16 measured 5x slower here."""
     import tensorflow as tf
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    if cpu_has_bfloat16():
+        return "mixed_bfloat16"
+    if notes is not None:
+        notes.append("--mixed-precision: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 "
+                     "in /proc/cpuinfo), where emulated bfloat16 trains ~5x slower; training in "
+                     "float32")
+    return None
 
 
 def _pipelines(dataset, recipe, image_size, augment, seed, outputs, strategy):
@@ -694,6 +738,15 @@ def list_text() -> str:
                      f"{r.effective_lr():g}, wd {r.weight_decay:g}, batch {r.batch_size}, "
                      f"{r.epochs} epochs, {r.schedule}")
     lines.append("")
+    lines.append("recipes (--recipe NAME):")
+    for variant, text in VARIANTS.items():
+        lines.append(f"  {variant:<8} {text}")
+    for family, r in BUDGET_RECIPES.items():
+        lines.append(f"  budget for {family}: {r.optimizer} lr {r.effective_lr():g} "
+                     f"{'nesterov ' if r.nesterov else ''}, wd {r.weight_decay:g}, label smoothing "
+                     f"{r.label_smoothing:g}, {r.epochs} epochs, {r.schedule} after "
+                     f"{r.warmup_epochs} warm-up epoch(s)")
+    lines.append("")
     lines.append("datasets (--dataset SPEC):")
     for form, text in data_lib.SPEC_FORMS.items():
         lines.append(f"  {form:<20} {text}")
@@ -718,6 +771,9 @@ def add_arguments(parser) -> None:
                         help="L2 on conv/dense kernels added to the loss (0 turns it off)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="bfloat16 compute on CPU, float16 on GPU (weights stay float32)")
+    parser.add_argument("--recipe", choices=list(VARIANTS), default="paper",
+                        help="paper (default: the paper's recipe, exact) or budget (far fewer "
+                             "epochs; CIFAR ResNets; see --list)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="none",
                         help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     parser.add_argument("--seed", type=int, default=0)
@@ -748,6 +804,6 @@ def run(args) -> int:
                       val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size,
                       image_size=args.image_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, mixed_precision=args.mixed_precision,
-                      seed=args.seed, run_dir=args.run_dir, strategy=args.strategy)
+                      recipe=args.recipe, seed=args.seed, run_dir=args.run_dir, strategy=args.strategy)
     train(cfg)
     return 0

@@ -14,6 +14,7 @@ from conftest import ROOT, SHARED_DATA
 
 keras = pytest.importorskip("keras")
 from kerascnn import data, recipes, training  # noqa: E402
+from kerascnn.cli import UserError  # noqa: E402
 from kerascnn.recipes import learning_rate_at, recipe_for  # noqa: E402
 
 MNIST = SHARED_DATA / "mnist"
@@ -293,7 +294,9 @@ def test_list_prints_architectures_and_dataset_forms(capsys):
 # GoogLeNet's auxiliary heads, mixed precision
 
 
-def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path):
+def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path, monkeypatch):
+    # the bfloat16 path, as on a CPU with native bfloat16 (this test checks the casts, not speed)
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
     root = tmp_path / "few"
     for c in ("church", "tench"):
         (root / "train" / c).mkdir(parents=True)
@@ -314,6 +317,40 @@ def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path):
     assert model.output_names == ["predictions"] and len(model.outputs) == 1
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert metrics["val_images"] == 8 and metrics["top5_k"] == 2
+
+
+def test_mixed_precision_falls_back_to_float32_without_native_bfloat16(monkeypatch):
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
+    notes = []
+    assert training._mixed_policy(notes) is None
+    assert "no native bfloat16" in notes[0] and "float32" in notes[0]
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
+    assert training._mixed_policy([]) == "mixed_bfloat16"
+
+
+def test_budget_recipe_is_written_down_and_the_paper_stays_default():
+    paper, budget = recipe_for("resnet20"), recipe_for("resnet20", "budget")
+    assert paper.variant == "paper" and paper.epochs == 182 and paper.schedule == "steps"
+    assert not paper.nesterov and paper.label_smoothing == 0 and paper.weight_decay == 1e-4
+    assert budget.variant == "budget" and budget.schedule == "cosine" and budget.nesterov
+    assert budget.label_smoothing == 0.1 and budget.weight_decay == 5e-4
+    assert (budget.lr, budget.batch_size, budget.augment) == (0.1, 128, "pad_crop_flip")
+    # linear warm-up over epoch 0, the peak at epoch 1, half way at the middle, zero at the end
+    assert [learning_rate_at(budget, e, 31) for e in (0, 1, 16, 31)] == pytest.approx(
+        [0.0, 0.1, 0.05, 0.0], abs=1e-12)
+    with pytest.raises(UserError, match="no budget recipe for lenet5"):
+        recipe_for("lenet5", "budget")
+
+
+def test_smoothed_loss_is_sparse_crossentropy_at_zero_and_smooths_above():
+    from kerascnn.losses import SparseSmoothedCrossentropy
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    y = np.array([0, 2])
+    nll = -np.log([0.7, 0.8]).mean()
+    assert float(SparseSmoothedCrossentropy(0.0)(y, p)) == pytest.approx(nll, rel=1e-6)
+    uniform = -np.log(p).mean(axis=1).mean()
+    assert float(SparseSmoothedCrossentropy(0.1)(y, p)) == pytest.approx(
+        0.9 * nll + 0.1 * uniform, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
