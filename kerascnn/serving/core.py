@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .batching import BatchScheduler
 from .config import BatchingOptions
 from .errors import failed_precondition, invalid
+from .limits import ServingLimits
 from .manager import PREDICT_METHOD, ModelManager, Servable, Signature
 from .metrics import ServingMetrics
 
@@ -18,12 +19,17 @@ _PREDICT_METHODS = {PREDICT_METHOD, "tensorflow/serving/classify", "tensorflow/s
 
 
 class ServingCore:
-    """Predict, metadata and status over a :class:`ModelManager`, with optional batching."""
+    """Predict, metadata and status over a :class:`ModelManager`, with optional batching.
+
+    ``limits`` (:class:`~.limits.ServingLimits`) are what both front ends enforce.
+    """
 
     def __init__(self, manager: ModelManager, *, batching: BatchingOptions | None = None,
-                 metrics: ServingMetrics | None = None, workers: int | None = None):
+                 metrics: ServingMetrics | None = None, workers: int | None = None,
+                 limits: ServingLimits | None = None):
         self.manager = manager
         self.metrics = metrics
+        self.limits = limits if limits is not None else ServingLimits()
         #: runs request parsing, response formatting and unbatched model calls off the event loop
         self.executor = ThreadPoolExecutor(max_workers=workers or 32, thread_name_prefix="serving")
         self.scheduler = BatchScheduler(batching, metrics) if batching is not None else None
@@ -45,7 +51,10 @@ class ServingCore:
 
     async def predict(self, servable: Servable, sig: Signature, inputs) -> dict:
         """Run ``sig`` on ``inputs`` (validated first), through the batch queue when batching."""
+        self.limits.check_batch(inputs)
         sig.check(inputs)
+        if any(arr.dtype == object for arr in inputs.values()):  # encoded images: read headers
+            await self.in_thread(self.limits.check_images, inputs)
         size = sig.batch_size(inputs)
         if self.scheduler is not None and size:
             queue = servable.queues.get(sig.key)

@@ -7,6 +7,8 @@ HandleReloadConfigRequest), as ``grpc.aio`` coroutines on the server's event loo
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 
 import grpc
@@ -19,7 +21,9 @@ from .core import ServingCore, model_metadata_response, model_status_response
 from .errors import ServingError, failed_precondition, invalid
 
 __all__ = ["PredictionServicer", "ModelServicer", "add_servicers", "channel_options",
-           "to_tensor_proto", "from_tensor_proto"]
+           "to_tensor_proto", "from_tensor_proto", "check_tensor_proto"]
+
+log = logging.getLogger("kerascnn.serving")
 
 _NUMERIC = {np.dtype(k): types_pb2.DataType.Value(v) for k, v in {
     "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF", "int8": "DT_INT8",
@@ -52,17 +56,75 @@ def to_tensor_proto(array):
     return proto
 
 
-def from_tensor_proto(proto):
-    """TensorProto -> ndarray, reading ``tensor_content`` without a copy when it is set."""
+#: Where a TensorProto without ``tensor_content`` keeps its values, and how many per element.
+_VALUE_FIELDS = {types_pb2.DataType.Value(k): v for k, v in {
+    "DT_FLOAT": ("float_val", 1), "DT_DOUBLE": ("double_val", 1), "DT_INT32": ("int_val", 1),
+    "DT_INT16": ("int_val", 1), "DT_INT8": ("int_val", 1), "DT_UINT8": ("int_val", 1),
+    "DT_UINT16": ("int_val", 1), "DT_INT64": ("int64_val", 1), "DT_UINT32": ("uint32_val", 1),
+    "DT_UINT64": ("uint64_val", 1), "DT_BOOL": ("bool_val", 1), "DT_HALF": ("half_val", 1),
+    "DT_BFLOAT16": ("half_val", 1), "DT_STRING": ("string_val", 1),
+    "DT_COMPLEX64": ("scomplex_val", 2), "DT_COMPLEX128": ("dcomplex_val", 2)}.items()}
+_ITEMSIZE = {types_pb2.DT_HALF: 2, types_pb2.DT_BFLOAT16: 2, types_pb2.DT_COMPLEX64: 8,
+             types_pb2.DT_COMPLEX128: 16, **{v: k.itemsize for k, v in _NUMERIC.items()}}
+_MAX_RANK = 64  # NumPy's; TensorFlow allows 254, no signature here needs more than 4
+
+
+def _dtype_text(dtype: int) -> str:
+    try:
+        return types_pb2.DataType.Name(dtype)
+    except ValueError:
+        return str(dtype)
+
+
+def check_tensor_proto(proto, name: str = "") -> tuple[int, ...]:
+    """The shape of ``proto`` once its content is known to hold exactly that many values.
+
+    TensorFlow would fill a TensorProto whose content is short (or empty) by repeating its last
+    value (or zeros), so a few bytes could ask for any number of images; here the content must
+    match the shape, which bounds every allocation by the message size. Raises INVALID_ARGUMENT.
+    """
+    what = f"input '{name}'" if name else "the tensor"
+    dims = proto.tensor_shape.dim
+    if proto.tensor_shape.unknown_rank:
+        raise invalid(f"{what}: tensor_shape has unknown_rank set; a request tensor needs its "
+                      "full shape")
+    if len(dims) > _MAX_RANK:
+        raise invalid(f"{what}: tensor_shape has {len(dims)} dimensions, more than {_MAX_RANK}")
+    shape = tuple(d.size for d in dims)
+    if any(d < 0 for d in shape):
+        raise invalid(f"{what}: tensor_shape [{','.join(map(str, shape))}] has a negative "
+                      "dimension; every dimension of a request tensor must be known")
+    needed = math.prod(shape)
+    if proto.dtype not in _VALUE_FIELDS:
+        raise invalid(f"{what}: dtype {_dtype_text(proto.dtype)} cannot be sent in a request")
+    if proto.tensor_content:
+        if proto.dtype == types_pb2.DT_STRING:
+            raise invalid(f"{what}: a DT_STRING tensor keeps its values in string_val, not "
+                          "tensor_content")
+        size = _ITEMSIZE[proto.dtype]
+        if len(proto.tensor_content) % size:
+            raise invalid(f"{what}: tensor_content has {len(proto.tensor_content)} bytes, not a "
+                          f"whole number of {_dtype_text(proto.dtype)} values ({size} bytes)")
+        held, where = len(proto.tensor_content) // size, "tensor_content"
+    else:
+        where, per = _VALUE_FIELDS[proto.dtype]
+        held = len(getattr(proto, where)) // per
+        if len(getattr(proto, where)) % per:
+            raise invalid(f"{what}: {where} holds {len(getattr(proto, where))} numbers, not a "
+                          f"whole number of complex values")
+    if held != needed:
+        raise invalid(f"{what}: tensor_shape [{','.join(map(str, shape))}] needs {needed} values "
+                      f"but {where} holds {held}; the content must match the shape")
+    return shape
+
+
+def from_tensor_proto(proto, name: str = ""):
+    """TensorProto -> ndarray after :func:`check_tensor_proto`; ``tensor_content`` is not copied."""
+    shape = check_tensor_proto(proto, name)
     if proto.tensor_content:
         dtype = _BY_ENUM.get(proto.dtype)
         if dtype is not None:
-            shape = [d.size for d in proto.tensor_shape.dim]
-            array = np.frombuffer(proto.tensor_content, dtype.newbyteorder("<"))
-            if array.size != int(np.prod(shape)):
-                raise invalid(f"tensor_content holds {array.size} values but tensor_shape "
-                              f"{shape} needs {int(np.prod(shape))}")
-            return array.reshape(shape)
+            return np.frombuffer(proto.tensor_content, dtype.newbyteorder("<")).reshape(shape)
     import tensorflow as tf
     return tf.make_ndarray(proto)
 
@@ -92,8 +154,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = self.core.resolve(spec.name, *_version_of(spec))
             sig = self.core.signature(servable, spec.signature_name, api="grpc")
             try:
-                inputs = {name: from_tensor_proto(proto) for name, proto in request.inputs.items()}
-            except (TypeError, ValueError) as exc:
+                inputs = {name: from_tensor_proto(proto, name)
+                          for name, proto in request.inputs.items()}
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise invalid(f"Could not read the input tensors: {exc}") from None
             unknown = [o for o in request.output_filter if o not in sig.outputs]
             if unknown:
@@ -111,6 +174,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as exc:
             status = exc.code_name
             await context.abort(exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 (a bug: answer INTERNAL, as TF Serving would)
+            status = "INTERNAL"
+            log.exception("Predict failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
             self.core.observe(spec.name, "predict", "GRPC", status, started)
 

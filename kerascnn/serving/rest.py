@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from urllib.parse import unquote
@@ -24,6 +25,8 @@ from .errors import ServingError, failed_precondition, invalid
 from .tensors import format_response, parse_json, request_inputs, signature_name_of
 
 __all__ = ["create_app", "PREDICT_PATH", "GET_PATH"]
+
+log = logging.getLogger("kerascnn.serving")
 
 #: ``http_rest_api_handler.cc``: the regexes must match the whole path, case-insensitively.
 PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
@@ -44,10 +47,15 @@ def _error(exc: ServingError) -> Response:
 
 
 def create_app(core: ServingCore, *, metrics_path: str | None = None,
-               max_request_bytes: int = 64 << 20, timeout_ms: int = 30_000) -> FastAPI:
-    """The ASGI app: TF Serving's REST API over ``core``, metrics at ``metrics_path``."""
+               max_request_bytes: int | None = None, timeout_ms: int = 30_000) -> FastAPI:
+    """The ASGI app: TF Serving's REST API over ``core``, metrics at ``metrics_path``.
+
+    The body limit is ``core.limits.max_request_bytes`` unless ``max_request_bytes`` is given.
+    """
     app = FastAPI(title="kerascnn TF Serving-compatible REST API", docs_url=None, redoc_url=None,
                   openapi_url=None)
+    if max_request_bytes is None:
+        max_request_bytes = core.limits.max_request_bytes
     app.add_middleware(RequestSizeLimit, max_bytes=max_request_bytes)
     timeout = timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
 
@@ -69,6 +77,11 @@ def create_app(core: ServingCore, *, metrics_path: str | None = None,
             raise invalid(f"Malformed request: {method} {path}")
         except ServingError as exc:
             return _error(exc)
+        except _TooLarge:
+            raise  # RequestSizeLimit answers 413
+        except Exception as exc:  # noqa: BLE001 (a bug: still TF Serving's error body, not text)
+            log.exception("%s %s failed", method, path)
+            return _error(ServingError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     async def _predict(request: Request, m) -> Response:
         model, version, label, verb = (unquote(m[1]), m[2], m[3] and unquote(m[3]),
@@ -88,11 +101,14 @@ def create_app(core: ServingCore, *, metrics_path: str | None = None,
         except ServingError as exc:
             status = exc.code_name
             return _error(exc)
+        except Exception as exc:  # a body over the limit (answered 413 above us), or a bug
+            status = "RESOURCE_EXHAUSTED" if isinstance(exc, _TooLarge) else "INTERNAL"
+            raise
         finally:
             core.observe(model, verb, "REST", status, started)
 
     def _parse_predict(body: bytes, servable, verb: str):
-        doc = parse_json(body)
+        doc = parse_json(body, core.limits)
         sig = core.signature(servable, signature_name_of(doc))
         if verb != "predict":
             raise failed_precondition(

@@ -11,6 +11,7 @@ requests in flight (and queued batches) finish, then it exits with 0.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
@@ -18,12 +19,13 @@ import threading
 from pathlib import Path
 
 from . import config as cfg
+from .limits import ServingLimits
 
-__all__ = ["ModelServer", "add_arguments", "run"]
+__all__ = ["ModelServer", "ServingLimits", "add_arguments", "run"]
 
 log = logging.getLogger("kerascnn.serving")
 
-DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+DEFAULT_MAX_REQUEST_BYTES = ServingLimits.max_request_bytes
 
 
 class ModelServer:
@@ -33,17 +35,24 @@ class ModelServer:
                  rest_port: int = 8501, grpc_port: int = 8500, batching=None,
                  metrics_path: str | None = cfg.DEFAULT_METRICS_PATH,
                  file_system_poll_seconds: float = 1.0, config_poll_seconds: float = 0.0,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, rest_timeout_ms: int = 30_000,
-                 grace_seconds: float = 30.0, warmup: bool = True):
+                 max_request_bytes: int | None = None, rest_timeout_ms: int = 30_000,
+                 grace_seconds: float = 30.0, warmup: bool = True,
+                 limits: ServingLimits | None = None):
         """``model_config``: path of a models.config; ``batching``: a BatchingOptions to enable
-        batching; ``rest_port``/``grpc_port`` 0 turn that API off (``None`` picks a free port)."""
+        batching; ``rest_port``/``grpc_port`` 0 turn that API off (``None`` picks a free port);
+        ``limits``: what one request may ask (:class:`~.limits.ServingLimits`, defaults
+        otherwise); ``max_request_bytes``, when given, replaces ``limits.max_request_bytes``."""
+        limits = limits if limits is not None else ServingLimits()
+        if max_request_bytes is not None:
+            limits = dataclasses.replace(limits, max_request_bytes=max_request_bytes)
+        self.limits = limits
         self.config_path = Path(model_config)
         self.model_base_dir = model_base_dir
         self.host = host
         self.batching = batching
         self.metrics_path = metrics_path
         self.poll = (file_system_poll_seconds, config_poll_seconds)
-        self.max_request_bytes = max_request_bytes
+        self.max_request_bytes = limits.max_request_bytes
         self.rest_timeout_ms = rest_timeout_ms
         self.grace_seconds = grace_seconds
         self.warmup = warmup
@@ -133,7 +142,8 @@ class ModelServer:
         metrics = ServingMetrics() if self.metrics_path else None
         manager = ModelManager(config, self.config_path, model_base_dir=self.model_base_dir,
                                warmup=self.warmup)
-        self.core = core = ServingCore(manager, batching=self.batching, metrics=metrics)
+        self.core = core = ServingCore(manager, batching=self.batching, metrics=metrics,
+                                       limits=self.limits)
         grpc_server = uv_server = uv_task = None
         try:
             await core.in_thread(manager.poll)  # serve nothing until the first scan has loaded
@@ -152,7 +162,6 @@ class ModelServer:
                 await grpc_server.start()
             if self._rest_socket is not None:
                 app = create_app(core, metrics_path=self.metrics_path,
-                                 max_request_bytes=self.max_request_bytes,
                                  timeout_ms=self.rest_timeout_ms)
                 uv_config = uvicorn.Config(app, log_config=None, log_level="warning",
                                            access_log=False, lifespan="off",
@@ -193,8 +202,9 @@ class ModelServer:
 # --- command line ----------------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model-config", required=True, metavar="FILE",
-                        help="TF Serving ModelServerConfig text file (serving/models.config)")
+    parser.add_argument("--model-config", default="export/models.config", metavar="FILE",
+                        help="TF Serving ModelServerConfig text file (default: "
+                             "export/models.config, which `kerascnn export` writes)")
     parser.add_argument("--model-base-dir", default="export", metavar="DIR",
                         help="local folder for base paths under /models, the docker-compose mount "
                              "(default: export); relative base paths resolve against the config "
@@ -216,9 +226,22 @@ def add_arguments(parser) -> None:
                         help="how often to look for new version folders (1)")
     parser.add_argument("--model-config-poll-seconds", type=float, default=0.0, metavar="S",
                         help="re-read --model-config this often; 0 = read once (0)")
-    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+    defaults = ServingLimits()
+    parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes,
                         metavar="BYTES",
-                        help=f"largest request body / gRPC message ({DEFAULT_MAX_REQUEST_BYTES})")
+                        help=f"largest request body / gRPC message ({defaults.max_request_bytes})")
+    parser.add_argument("--max-request-batch", type=int, default=defaults.max_request_batch,
+                        metavar="N",
+                        help="most examples (images) in one predict request, REST and gRPC "
+                             f"({defaults.max_request_batch})")
+    parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels,
+                        metavar="PIXELS",
+                        help="most decoded pixels (width x height x frames) per encoded image, "
+                             f"read from its header before decoding ({defaults.max_image_pixels} "
+                             "= 4096x4096)")
+    parser.add_argument("--max-json-depth", type=int, default=defaults.max_json_depth,
+                        metavar="N",
+                        help=f"deepest nesting of a REST JSON body ({defaults.max_json_depth})")
     parser.add_argument("--rest-timeout-ms", type=int, default=30_000, metavar="MS",
                         help="REST predict deadline in ms, 0 = none (30000)")
     parser.add_argument("--log-level", default="info",
@@ -226,7 +249,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..cli import UserError
+    from ..errors import UserError
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for flag in ("rest_port", "grpc_port"):
@@ -234,6 +257,10 @@ def run(args) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be a port number 0..65535")
     if args.rest_port and args.rest_port == args.grpc_port:
         raise UserError("--rest-port and --grpc-port must differ")
+    try:
+        limits = ServingLimits.from_args(args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     try:
         cfg.load_model_server_config(args.model_config)  # fail fast with the file's own error
         batching = None
@@ -250,8 +277,7 @@ def run(args) -> int:
                              batching=batching, metrics_path=metrics_path,
                              file_system_poll_seconds=args.file_system_poll_seconds,
                              config_poll_seconds=args.model_config_poll_seconds,
-                             max_request_bytes=args.max_request_bytes,
-                             rest_timeout_ms=args.rest_timeout_ms)
+                             rest_timeout_ms=args.rest_timeout_ms, limits=limits)
     except (cfg.ConfigError, OSError) as exc:
         raise UserError(str(exc)) from None
     rest = f"http://{args.host}:{server.rest_port}" if server.rest_port else "off"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import invalid
+from .limits import ServingLimits
 
 __all__ = ["TensorInfo", "parse_json", "signature_name_of", "request_inputs", "format_response",
            "shortest_float32"]
@@ -65,10 +66,18 @@ _RAPIDJSON = {"Expecting value": "Invalid value.",
                   "Missing a name for object member."}
 
 
-def parse_json(body: bytes):
-    """Parse a request body; errors read like TF Serving's (rapidjson) ones."""
+_DEFAULT_LIMITS = ServingLimits()
+
+
+def parse_json(body: bytes, limits: ServingLimits = _DEFAULT_LIMITS):
+    """Parse a request body; errors read like TF Serving's (rapidjson) ones.
+
+    The nesting depth is checked first (``limits.max_json_depth``), so parsing and the tensor
+    conversions that walk the document never recurse deeper than that.
+    """
     if not body.strip():
         raise invalid("JSON Parse error: The document is empty")
+    limits.check_json_depth(body)
     try:
         doc = json.loads(body)
     except UnicodeDecodeError as exc:
@@ -77,6 +86,11 @@ def parse_json(body: bytes):
     except json.JSONDecodeError as exc:
         message = _RAPIDJSON.get(exc.msg, exc.msg)
         raise invalid(f"JSON Parse error: {message} at offset: {exc.pos}") from None
+    except RecursionError:  # not reached below the depth limit; kept as a last line of defence
+        raise invalid("JSON Parse error: the document nests too deeply (--max-json-depth)") \
+            from None
+    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+        raise invalid(f"JSON Parse error: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {_short(doc)} Is not object")
     return doc
