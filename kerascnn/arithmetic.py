@@ -6,16 +6,25 @@ with F the receptive field (kernel size), S the stride, P the zero padding and K
 filters. A layer has F*F*D1*K weights and K biases, and costs W2*H2*K*F*F*D1 multiply-accumulates
 (MACs). This module is the one home of that arithmetic: the network builders call it to validate
 their layers while they are built, and ``kerascnn.inspect`` calls it to print the lecture's table.
+
+The same F, S and P give each layer's receptive field in the input image
+(:func:`kerascnn.receptive_fields.receptive_fields` walks a model with these):
+
+    j_out = j_in * S    r_out = r_in + (F - 1) * j_in    start_out = start_in + ((F-1)/2 - P) * j_in
+
+with r the field's size, j the jump (the distance in input pixels between neighbouring units of
+the layer: the product of the strides so far) and start the centre of the first unit's field.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = ["SizeError", "output_size", "min_input_size", "same_padding", "conv_params", "conv_macs",
            "dense_params", "dense_macs", "batch_norm_params", "LayerArithmetic", "conv_arithmetic",
-           "pool_arithmetic"]
+           "pool_arithmetic", "ReceptiveField", "receptive_field_step", "merge_receptive_fields"]
 
 
 class SizeError(ValueError):
@@ -211,6 +220,111 @@ def pool_arithmetic(w1: int, h1: int, d1: int, *, f: int, s: int | None = None, 
     w2 = output_size(w1, f, s, p, layer=layer, rounding=rounding)
     h2 = output_size(h1, f, s, p, layer=layer, rounding=rounding)
     return LayerArithmetic(w2, h2, d1, 0, 0, 0)
+
+
+# --- receptive fields ---------------------------------------------------------------------------
+#
+# Coordinates are input pixel indices: pixel (0, 0) is centred at 0.0, so the input itself has
+# r = 1, j = 1, start = 0. The field of unit i of a layer is centred at start + i*j and covers the
+# pixels start + i*j - (r-1)/2 ... start + i*j + (r-1)/2 (those outside the image are padding).
+# Each axis is computed on its own, so non-square kernels and inputs work.
+
+
+def receptive_field_step(r: int, j: int, start: float, f: int, s: int = 1, p=0, *,
+                         dilation: int = 1, layer: str | None = None) -> tuple[int, int, float]:
+    """One layer's step of the receptive-field recurrences along one axis.
+
+    ``(r, j, start)`` describe the layer's input (``(1, 1, 0.0)`` for the image), ``f``, ``s`` and
+    ``p`` are the layer's F, S and P as in :func:`output_size` (``p`` may be a ``(before, after)``
+    pair: only the padding *before* moves the first unit), ``dilation`` spreads the kernel to
+    ``dilation*(F-1) + 1`` pixels. Returns the layer's ``(r, j, start)``::
+
+        j_out = j * S      r_out = r + (F - 1) * j      start_out = start + ((F - 1)/2 - P) * j
+
+    >>> receptive_field_step(1, 1, 0.0, 3)                 # one 3x3 convolution
+    (3, 1, 1.0)
+    >>> receptive_field_step(3, 1, 1.0, 3)                 # two of them see 5x5 (VGG, section 2.3)
+    (5, 1, 2.0)
+    >>> receptive_field_step(1, 1, 0.0, 11, 4)             # AlexNet conv1: 11 px, every 4 px
+    (11, 4, 5.0)
+    """
+    for label, value, lowest in (("r", r, 1), ("j", j, 1), ("F", f, 1), ("S", s, 1),
+                                 ("dilation", dilation, 1)):
+        _check_int(label, value, lowest, layer)
+    before, _ = _padding_pair(p, layer)
+    span = dilation * (f - 1)
+    return r + span * j, j * s, start + (span / 2 - before) * j
+
+
+def merge_receptive_fields(fields, *, layer: str | None = None) -> tuple[int, int, float]:
+    """The field of a unit of a merge layer (residual add, inception concatenation) along one axis.
+
+    ``fields`` are the inputs' ``(r, j, start)``. A unit of the merge sees the union of what its
+    inputs see: the span from the lowest to the highest pixel of their fields, which is the largest
+    field when the inputs are centred alike (a residual block with symmetric padding). The inputs
+    are one map size, so their jumps must agree; a mismatch raises :class:`SizeError`.
+
+    >>> merge_receptive_fields([(3, 1, 1.0), (1, 1, 0.0)])  # 3x3 branch + 1x1 branch of a module
+    (3, 1, 1.0)
+    >>> merge_receptive_fields([(3, 1, 5.0), (3, 1, 1.0)])  # fields centred apart: their span
+    (7, 1, 3.0)
+    """
+    fields = list(fields)
+    if not fields:
+        raise ValueError("merge_receptive_fields needs at least one input field")
+    jumps = {j for _, j, _ in fields}
+    if len(jumps) != 1:
+        raise SizeError(f"{_where(layer)}the inputs of a merge have different jumps "
+                        f"{sorted(jumps)} (their units are not spaced alike in the image), so a "
+                        f"unit of the merge has no single receptive field", layer=layer)
+    low = min(start - (r - 1) / 2 for r, _, start in fields)
+    high = max(start + (r - 1) / 2 for r, _, start in fields)
+    return int(round(high - low)) + 1, jumps.pop(), (low + high) / 2
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The receptive field of one layer's units, per axis as ``(height, width)`` pairs.
+
+    ``size`` is r, ``jump`` j (input pixels between neighbouring units) and ``start`` the centre of
+    unit (0, 0)'s field in input pixel coordinates (pixel (0, 0) is centred at 0.0; a negative
+    start or a field reaching past the image means padding). ``output`` is the layer's map size
+    ``(H2, W2)``, ``None`` once the volume is flattened (such a layer's field is the last map's).
+    ``type`` is the Keras layer class.
+    """
+
+    layer: str
+    type: str
+    size: tuple[int, int]
+    jump: tuple[int, int]
+    start: tuple[float, float]
+    output: tuple[int, int] | None = None
+
+    @property
+    def r(self):
+        """The field size as the lecture writes it: an int when square, else ``(h, w)``."""
+        return self.size[0] if self.size[0] == self.size[1] else self.size
+
+    @property
+    def j(self):
+        """The jump (cumulative stride): an int when both axes agree, else ``(h, w)``."""
+        return self.jump[0] if self.jump[0] == self.jump[1] else self.jump
+
+    def center(self, row: int, col: int) -> tuple[float, float]:
+        """The centre ``(y, x)`` in input pixels of the field of unit ``(row, col)``."""
+        return self.start[0] + row * self.jump[0], self.start[1] + col * self.jump[1]
+
+    def box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """Unit ``(row, col)``'s field as ``(top, left, bottom, right)`` input pixels, bottom and
+        right exclusive (``image[top:bottom, left:right]``), not clipped to the image."""
+        y, x = self.center(row, col)
+        top, left = int(round(y - (self.size[0] - 1) / 2)), int(round(x - (self.size[1] - 1) / 2))
+        return top, left, top + self.size[0], left + self.size[1]
+
+    def clipped_box(self, row: int, col: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """:meth:`box` clipped to a ``height x width`` image: the pixels that feed the unit."""
+        top, left, bottom, right = self.box(row, col)
+        return max(top, 0), max(left, 0), min(bottom, height), min(right, width)
 
 
 def _where(layer: str | None) -> str:
