@@ -233,7 +233,7 @@ def main(argv=None) -> int:
         return check(args.run_dir)
     if args.command == "ship":
         sys.path.insert(0, str(ROOT))
-        from kerascnn import weights
+        from kerascnn.weights import packing
         name = Path(args.run_dir).name
         run = RUNS.get(name)
         tag = args.tag or (run.ship if run else None)
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
             print(f"error: {name} has no shipping tag; pass --tag", file=sys.stderr)
             return 2
         s_ = summary(args.run_dir)
-        path = weights.ship(
+        path = packing.ship(
             args.run_dir, tag, machine=args.machine,
             command=_shell(run, "../shared/data") if run else f"train.py (run {name})",
             reference=run.reference if run else "",

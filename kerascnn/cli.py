@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import UserError  # noqa: F401  (re-exported: kerascnn.cli.UserError still works)
+
 #: command -> (module, one-line help)
 COMMANDS = {
     "train": ("kerascnn.training", "train a network on real data with its paper's recipe (as train.py)"),
@@ -22,12 +24,10 @@ COMMANDS = {
 }
 
 
-class UserError(Exception):
-    """An error the user can fix; the CLI prints its message and exits with code 2."""
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv=None, *, prog: str | None = None) -> int:
+    """``python -m kerascnn COMMAND ...``; ``prog`` names the program in usage lines (train.py
+    is this function with ``train`` in front of its arguments)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = argparse.ArgumentParser(prog="python -m kerascnn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
@@ -35,9 +35,12 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints help or the "invalid choice" error
         return 2
+    prog = prog or f"python -m kerascnn {argv[0]}"
+    if argv[0] == "train":  # before the command's module imports Keras
+        from .backend import select_backend
+        select_backend(argv[1:], prog)
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    command = argparse.ArgumentParser(prog=f"python -m kerascnn {argv[0]}",
-                                      description=COMMANDS[argv[0]][1])
+    command = argparse.ArgumentParser(prog=prog, description=COMMANDS[argv[0]][1])
     module.add_arguments(command)
     args = command.parse_args(argv[1:])
     return run_reporting_errors(module.run, args)

@@ -41,5 +41,6 @@ def atomic_write(path, data: bytes | str) -> None:
 
 
 def write_json(path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` as indented, strict JSON (no NaN or Infinity, which JSON does not have: a
+    ValueError instead of a file other programs cannot read), atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")

@@ -20,7 +20,7 @@ from keras import layers, ops
 from .arithmetic import output_size
 
 __all__ = ["PREPROCESSING", "image_input", "conv", "max_pool", "avg_pool", "classifier",
-           "LocalResponseNormalization", "GroupedConv2D", "check_spatial"]
+           "LocalResponseNormalization", "GroupedConv2D", "CeilModePadding2D", "check_spatial"]
 
 #: Named input pipelines. ``scale``/``offset`` map uint8 pixels to floats (``x*scale + offset``);
 #: ``mean``/``std`` (per channel, in that float range) then standardise. Training stores the dict it
@@ -129,12 +129,38 @@ def _act_name(activation):
 
 
 def max_pool(x, pool, stride=None, *, name: str, padding=0, rounding: str = "floor"):
-    """Max pooling ``F x F / S`` with explicit padding (pads with -inf, as frameworks do)."""
+    """Max pooling ``F x F / S`` with explicit padding.
+
+    ``rounding="ceil"`` is Caffe's ceil mode (AlexNet, ZFNet, GoogLeNet): the output is
+    ``ceil((W - F + 2P)/S) + 1``, the last window overhanging the bottom/right edge where the
+    floor would drop it. That edge is padded with -inf (:class:`CeilModePadding2D`, named
+    ``{name}_pad``), so the overhanging window sees only the input, exactly as in Caffe.
+    """
     stride = pool if stride is None else stride
     if padding not in (0, "valid", "same"):
         raise ValueError("max_pool takes padding 0 or 'same'")
+    if rounding == "ceil" and padding != "same":
+        check_spatial(x, pool, stride, 0, layer=name, rounding="ceil")
+        extra = [0 if d is None else
+                 (output_size(int(d), pool, stride, 0, rounding="ceil") - 1) * stride + pool - d
+                 for d in x.shape[1:3]]
+        if any(extra):
+            x = CeilModePadding2D(((0, extra[0]), (0, extra[1])), name=f"{name}_pad")(x)
+        return layers.MaxPooling2D(pool, strides=stride, padding="valid", name=name)(x)
     x, mode = _pad(x, padding, pool, stride, name, rounding)
     return layers.MaxPooling2D(pool, strides=stride, padding=mode, name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class CeilModePadding2D(layers.ZeroPadding2D):
+    """Padding with -inf instead of zeros: before a max pool, a padded row or column never wins
+    a maximum, so ceil mode's overhanging last window sees only the input (Caffe's rule). A
+    ``ZeroPadding2D`` in every other respect, so ``inspect`` folds it into the pool's P."""
+
+    def call(self, inputs):
+        (top, bottom), (left, right) = self.padding
+        return ops.pad(inputs, [[0, 0], [top, bottom], [left, right], [0, 0]],
+                       constant_values=float("-inf"))
 
 
 def avg_pool(x, pool, stride=None, *, name: str, padding=0, rounding: str = "floor"):

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import UserError
-from .export import CLASS_NAMES_FILE, MODEL_CARD_FILE, ONNX_FILE, TOP_K, load_images
+from .errors import UserError
+from .export import CLASS_NAMES_FILE, MODEL_CARD_FILE, TOP_K
+from .transforms import EvalTransform, load_images
 
-__all__ = ["Prediction", "load_predictor", "predict", "resolve_model_path"]
+__all__ = ["Prediction", "Predictions", "load_predictor", "predict", "resolve_model_path"]
 
 _BATCH = 32
 
@@ -33,32 +34,26 @@ class Prediction(list):
 
 def resolve_model_path(path) -> tuple[str, Path]:
     """``("savedmodel" | "onnx" | "weights", path)`` for a version directory, model directory,
-    .onnx file, or ``MODEL:TAG`` of shipped weights."""
+    .onnx file, or ``MODEL:TAG`` of shipped weights (:func:`kerascnn.sources.resolve`)."""
+    from .sources import resolve
     from .weights import available
 
-    if str(path) in available():
-        return "weights", Path(path)
-    path = Path(path)
-    if not path.exists():
-        shipped = ", ".join(available()) or "none"
-        raise UserError(f"{path} does not exist: pass export/NAME, export/NAME/VERSION, a "
-                        f"model.onnx file written by `python -m kerascnn export`, or shipped "
-                        f"weights as MODEL:TAG ({shipped})")
-    if path.is_file():
-        if path.suffix != ".onnx":
-            raise UserError(f"{path} is not an exported model: pass a SavedModel version directory "
-                            f"or a .onnx file")
-        return "onnx", path
-    if (path / "saved_model.pb").is_file():
-        return "savedmodel", path
-    if (path / ONNX_FILE).is_file():
-        return "onnx", path / ONNX_FILE
-    versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
-    if versions:
-        return resolve_model_path(versions[-1][1])
-    raise UserError(f"{path} holds no exported model (no saved_model.pb, {ONNX_FILE} or version "
-                    f"directories); export one with "
-                    f"`python -m kerascnn export RUN_DIR --name NAME`")
+    try:
+        ref = resolve(path)
+    except FileNotFoundError:
+        if not Path(str(path)).exists():
+            shipped = ", ".join(available()) or "none"
+            raise UserError(f"{path} does not exist: pass export/NAME, export/NAME/VERSION, a "
+                            f"model.onnx file written by `python -m kerascnn export`, or shipped "
+                            f"weights as MODEL:TAG ({shipped})") from None
+        raise UserError(f"{path} holds no exported model (no saved_model.pb, model.onnx or "
+                        f"version directories); export one with "
+                        f"`python -m kerascnn export RUN_DIR --name NAME`") from None
+    if ref.kind == "run":
+        raise UserError(f"{path} is a run directory: export it first with `python -m kerascnn "
+                        f"export {path} --name NAME`, then predict with export/NAME")
+    ref.require("savedmodel", "onnx", "weights", command="predict")
+    return ref.kind, (ref.path if ref.path is not None else Path(ref.spec))
 
 
 class _SavedModel:
@@ -81,7 +76,7 @@ class _SavedModel:
     def __call__(self, files, k):
         import tensorflow as tf
 
-        load_images(files, self.input_shape)  # names the file that does not decode
+        load_images(files, EvalTransform.default(self.input_shape))  # names a bad file
         out = self._fn(image_bytes=tf.constant([Path(f).read_bytes() for f in files]))
         scores = out["top_k_scores"].numpy()[:, :k]
         names = [[c.decode("utf-8") for c in row[:k]] for row in out["top_k_classes"].numpy()]
@@ -110,13 +105,14 @@ class _Onnx:
         self.class_names = [line for line in names_file.read_text(encoding="utf-8").splitlines()
                             if line.strip()]
         self.num_classes = int(self._session.get_outputs()[0].shape[-1])
-        self.pipeline = _card_pipeline(path.parent / "assets" / MODEL_CARD_FILE)
+        self.transform = _card_transform(path.parent / "assets" / MODEL_CARD_FILE,
+                                         self.input_shape)
         if len(self.class_names) != self.num_classes:
             raise UserError(f"{names_file} lists {len(self.class_names)} classes but the model has "
                             f"{self.num_classes} outputs")
 
     def __call__(self, files, k):
-        pixels = load_images(files, self.input_shape, self.pipeline)
+        pixels = load_images(files, self.transform)
         (probabilities,) = self._session.run(None, {self._input: pixels})
         top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         scores = np.take_along_axis(probabilities, top, axis=1)
@@ -127,34 +123,33 @@ class _Shipped:
     """Shipped weights (``MODEL:TAG``): the Keras model and the pixels its training saw."""
 
     def __init__(self, spec: str):
-        from .export import image_pipeline
         from .registry import get_model
-        from .weights import manifest
+        from .weights import run_record
 
         name, tag = spec.split(":")
-        meta = manifest(name, tag)
+        run = run_record(name, tag)
         self._model = get_model(name, weights=tag)
-        self.input_shape = tuple(meta["input_shape"])
-        self.num_classes = meta["num_classes"]
-        self.class_names = meta["class_names"]
-        self.pipeline = image_pipeline(meta, self.input_shape)
+        self.num_classes = run.num_classes
+        self.class_names = run.class_names
+        self.input_shape = run.input_shape
+        self.transform = run.eval_transform
 
     def __call__(self, files, k):
         probabilities = self._model.predict_on_batch(
-            load_images(files, self.input_shape, self.pipeline))
+            load_images(files, self.transform))
         probabilities = np.asarray(probabilities)
         top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         scores = np.take_along_axis(probabilities, top, axis=1)
         return scores, [[self.class_names[i] for i in row] for row in top]
 
 
-def _card_pipeline(card: Path):
-    """The image pipeline the export recorded (None: the default photo transform)."""
+def _card_transform(card: Path, input_shape) -> EvalTransform:
+    """The evaluation transform the export recorded (the plain fit when there is no card)."""
     try:
         pipeline = json.loads(card.read_text(encoding="utf-8"))["input"]["image_pipeline"]
-        return {key: pipeline[key] for key in ("style", "resize", "crop")}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return EvalTransform.from_dict(pipeline, input_shape)
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        return EvalTransform.default(input_shape)
 
 
 def load_predictor(model_path, class_names=None):
@@ -165,30 +160,56 @@ def load_predictor(model_path, class_names=None):
     return _SavedModel(path) if kind == "savedmodel" else _Onnx(path, class_names)
 
 
-def predict(model_path, images, top_k: int = TOP_K, class_names=None) -> list[Prediction]:
-    """Top-``top_k`` ``(class, score)`` pairs for each image file, in order."""
-    images = [Path(p) for p in images]
-    missing = [str(p) for p in images if not p.is_file()]
+class Predictions(list):
+    """The :class:`Prediction` of each readable image, in order; ``skipped`` holds
+    ``(path, reason)`` of the files that could not be read (reported, not predicted)."""
+
+    def __init__(self, predictions, skipped):
+        super().__init__(predictions)
+        self.skipped = list(skipped)
+
+
+def predict(model_path, images, top_k: int = TOP_K, class_names=None) -> Predictions:
+    """Top-``top_k`` ``(class, score)`` pairs for each image file, in order. A folder stands for
+    its images (searched recursively, as ``export --images`` does); a file that cannot be read is
+    skipped and reported in ``.skipped``, unless no image at all can be read (an error)."""
+    from .transforms import image_files
+    named = [Path(p) for p in images]
+    missing = [str(p) for p in named if not p.exists()]
     if missing:
         raise UserError(f"image not found: {', '.join(missing)}")
+    files = image_files(named)
+    if not files:
+        raise UserError(f"no JPEG, PNG, GIF or BMP images in {', '.join(map(str, named))}")
     predictor = load_predictor(model_path, class_names)
     k = min(TOP_K, predictor.num_classes)
     if not isinstance(top_k, int) or not 1 <= top_k <= k:
         raise UserError(f"--top must be between 1 and {k} (the model exports its top {k})")
+    readable, skipped = [], []
+    for path in files:
+        try:  # decoded once here to find the bad files; the predictor decodes its own way
+            load_images([path], EvalTransform.default(predictor.input_shape))
+            readable.append(path)
+        except UserError as exc:
+            skipped.append((str(path), str(exc)))
+    if not readable:
+        raise UserError("no image could be read: " + "; ".join(r for _, r in skipped[:3]))
     results = []
-    for start in range(0, len(images), _BATCH):
-        chunk = images[start:start + _BATCH]
+    for start in range(0, len(readable), _BATCH):
+        chunk = readable[start:start + _BATCH]
         scores, names = predictor(chunk, top_k)
         results += [Prediction(path, [(n, float(s)) for n, s in zip(row_names, row_scores)])
                     for path, row_names, row_scores in zip(chunk, names, scores)]
-    return results
+    return Predictions(results, skipped)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", metavar="MODEL_PATH",
                         help="export/NAME, export/NAME/VERSION, a model.onnx file, or shipped "
                              "weights as MODEL:TAG (e.g. resnet20:cifar10)")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    parser.epilog = "example: python -m kerascnn predict resnet20:cifar10 photos/"
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="JPEG/PNG/GIF/BMP files, or folders of them")
     parser.add_argument("--top", type=int, default=TOP_K,
                         help=f"classes per image (default {TOP_K})")
     parser.add_argument("--class-names", default=None, metavar="FILE",
@@ -197,7 +218,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import sys
     results = predict(args.model, args.images, args.top, args.class_names)
+    for path, reason in results.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.json:
         print(json.dumps([{"image": r.path, "top_k": [{"class": c, "score": s} for c, s in r]}
                           for r in results], indent=2))

@@ -80,7 +80,7 @@ class Recipe:
         return recipe
 
     def validate(self) -> None:
-        from .cli import UserError
+        from .errors import UserError
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; use one of "
                             f"{', '.join(OPTIMIZERS)}")
@@ -233,7 +233,7 @@ _WARMUP = {"resnet110", "resnet1202"}
 def recipe_for(name: str, variant: str = "paper") -> Recipe:
     """The recipe of the registered network ``name`` (chosen by its family); ``variant="budget"``
     picks the family's budget recipe where one is written down."""
-    from .cli import UserError
+    from .errors import UserError
     from .models.lenet import PAPER_PREPROCESSING
     from .registry import model_info
     info = model_info(name)

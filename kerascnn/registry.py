@@ -1,64 +1,21 @@
 """The model registry: every network of the zoo by name, with its metadata.
 
-Family modules (``kerascnn.models.*``) call :func:`register` once per named network; a variant is
-the family's builder plus fixed options (``vgg16`` = ``vgg(cfg="D")``), never a copy of the code.
+Family modules (``kerascnn.models.*``) call :func:`kerascnn.catalog.register` once per named
+network; a variant is the family's builder plus fixed options (``vgg16`` = ``vgg(cfg="D")``),
+never a copy of the code. This module imports the families and builds, finds and loads them.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .arithmetic import SizeError
+from .catalog import CATALOG as _REGISTRY
+from .catalog import ModelInfo, UnknownModelError, register  # noqa: F401  (the public names)
 
 __all__ = ["ModelInfo", "register", "list_models", "model_info", "get_model", "load_model",
            "UnknownModelError"]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the registry knows about one network.
-
-    ``input_shape`` is the paper's input (H, W, C); ``min_size`` the smallest square input the
-    network accepts (tests build the network at it); ``paper`` the citation it implements.
-    """
-
-    name: str
-    family: str
-    builder: Callable = field(repr=False)
-    input_shape: tuple[int, int, int]
-    min_size: int
-    paper: str
-    description: str = ""
-    options: dict = field(default_factory=dict)
-
-    def accepted_options(self) -> list[str]:
-        fixed = {"num_classes", "input_shape", "preprocessing", "name"} | set(self.options)
-        params = inspect.signature(self.builder).parameters
-        return sorted(p for p in params if p not in fixed)
-
-
-_REGISTRY: dict[str, ModelInfo] = {}
-
-
-class UnknownModelError(KeyError):
-    """An unknown network name; the message lists the closest registered names."""
-
-    def __str__(self):  # KeyError would quote the message
-        return self.args[0]
-
-
-def register(name: str, builder: Callable, *, family: str, input_shape, min_size: int, paper: str,
-             description: str = "", **options) -> ModelInfo:
-    """Register ``builder(**options)`` under ``name``. Names are unique and lower case."""
-    if name != name.lower() or name in _REGISTRY:
-        raise ValueError(f"model name {name!r} must be lower case and unique")
-    info = ModelInfo(name, family, builder, tuple(input_shape), min_size, paper, description, options)
-    _REGISTRY[name] = info
-    return info
 
 
 def _load_families() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .cli import UserError
+from .errors import UserError
 
 __all__ = ["REPORT_FILE", "PREDICTIONS_FILE", "ARCHITECTURE_FILE", "GRID_IMAGES", "PREDICT_LIMIT",
            "write_report", "write_report_or_warn", "validation_predictions", "mistakes_first",
@@ -77,20 +77,6 @@ def mistakes_first(labels, probabilities) -> np.ndarray:
     right = np.flatnonzero(predicted == labels)
     return np.concatenate([wrong[np.argsort(-confidence[wrong], kind="stable")],
                            right[np.argsort(confidence[right], kind="stable")]]).astype(np.int64)
-
-
-def _validation_batches(config: dict):
-    """The run's validation pipeline, rebuilt from config.json as ``train.py --evaluate`` does."""
-    from . import data
-
-    h, _, c = config["input_shape"]
-    split = config.get("data") or {}
-    ds = data.load(config.get("dataset"), data_dir=split.get("data_dir"),
-                   val_split=split.get("val_split") or 0.1, seed=config.get("seed", 0),
-                   channels=c, verbose=False)
-    augment = data.augmentation_for(ds, h, (config.get("recipe") or {}).get("augment", "auto"))
-    return data.pipeline(ds.val, image_size=h, channels=c, style=ds.style, training=False,
-                         augment=augment, batch_size=64, native_size=ds.native_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,43 +159,39 @@ table.kv th { color: #555; font-weight: 600; white-space: nowrap; }
 # The report
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path} ({exc}); it should be the JSON file train.py writes "
-                        f"into the run directory") from None
-
-
 def write_report(run_dir, *, model=None, val_data=None, metrics: dict | None = None,
-                 config: dict | None = None) -> Path:
+                 config=None) -> Path:
     """Write ``RUN_DIR/report.html`` and the PNGs it shows; returns the page's path.
 
     ``model`` (the inference model), ``val_data`` (batched uint8 validation images and labels),
-    ``metrics`` and ``config`` default to what the run directory holds; training passes its own
+    ``metrics`` and ``config`` (a :class:`kerascnn.runs.RunConfig`) default to what the run
+    directory holds; training passes its own
     so nothing is loaded twice. Without the run's dataset on this machine the page says so in place
     of the validation grid.
     """
-    from . import inspect, visualize
+    from . import inspect
+    from .architecture import architecture_volumes
     from .files import atomic_path
+    from .runs import RunDir
 
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    run_dir = run.path
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a run directory (train one with train.py --arch NAME "
                         f"--run-dir DIR)")
     if config is None:
-        if not (run_dir / "config.json").is_file():
+        if not run.has_config():
             raise UserError(f"{run_dir} has no config.json: it is not a run directory written by "
                             f"train.py")
-        config = _read_json(run_dir / "config.json")
+        config = run.read_config()
     if metrics is None:
-        if not (run_dir / "metrics.json").is_file():
+        if not run.is_finished:
             raise UserError(f"{run_dir} has no metrics.json: the run has not finished (re-run its "
                             f"training command to finish it)")
-        metrics = _read_json(run_dir / "metrics.json")
+        metrics = run.read_metrics()
     if model is None:
         model = inspect.resolve_model(run_dir)
-    class_names = list(config.get("class_names") or [])
+    class_names = list(config.class_names)
 
     # the PNGs: training's own two (drawn again only if missing), then the report's
     if not (run_dir / "training_curves.png").is_file() and (run_dir / "history.csv").is_file():
@@ -218,10 +200,10 @@ def write_report(run_dir, *, model=None, val_data=None, metrics: dict | None = N
         plots.confusion_matrix(np.asarray(metrics["confusion_matrix"]), class_names,
                                run_dir / "confusion_matrix.png",
                                title=f"validation top-1 {metrics.get('val_top1', 0):.1%}")
-    grid_note = _predictions_png(run_dir, model, val_data, config, class_names)
-    volumes = visualize.architecture_volumes(model)
+    grid_note = _predictions_png(run, model, val_data, config, class_names)
+    volumes = architecture_volumes(model)
     plots.save_figure(plots.architecture_figure(
-        volumes, title=f"{config.get('arch', model.name)}: the volume W×H×D after each layer or "
+        volumes, title=f"{config.arch}: the volume W×H×D after each layer or "
                        f"block ({volumes[0].shape_text} input)"), run_dir / ARCHITECTURE_FILE)
 
     page = _page(run_dir, config, metrics, model, grid_note)
@@ -243,14 +225,15 @@ def write_report_or_warn(run_dir, **kwargs) -> Path | None:
         return None
 
 
-def _predictions_png(run_dir: Path, model, val_data, config, class_names) -> str:
+def _predictions_png(run, model, val_data, config, class_names) -> str:
     """Draw the validation grid; returns a sentence about it (or why it is missing)."""
+    run_dir = run.path
     if val_data is None:
         try:
-            val_data = _validation_batches(config)
+            val_data = run.validation_data(batch_size=64)[1]
         except Exception as exc:  # the dataset may live on another machine
             (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
-            return (f"The validation images of {config.get('dataset')} are not readable here "
+            return (f"The validation images of {config.dataset} are not readable here "
                     f"({exc}).")
     images, labels, probs = validation_predictions(model, val_data)
     if not len(images):
@@ -272,7 +255,8 @@ def _predictions_png(run_dir: Path, model, val_data, config, class_names) -> str
             f"{len(labels)} are misclassified. Red: a mistake, green: correct.")
 
 
-def _page(run_dir: Path, config: dict, metrics: dict, model, grid_note: str) -> str:
+def _page(run_dir: Path, run_config, metrics: dict, model, grid_note: str) -> str:
+    config = run_config.to_dict()
     arch = config.get("arch", model.name)
     dataset = config.get("dataset", "?")
     data = config.get("data") or {}
@@ -303,6 +287,7 @@ def _page(run_dir: Path, config: dict, metrics: dict, model, grid_note: str) -> 
                 ("validation images", f"{data.get('val_images')} ({data.get('val_source')})"),
                 ("input", f"{w}×{h}×{c} uint8, preprocessing inside the model"),
                 ("preprocessing", config.get("preprocessing")),
+                ("evaluation transform", run_config.eval_transform.describe()),
                 ("model options", config.get("model_options")),
                 ("epochs", config.get("epochs")), ("batch size", config.get("batch_size")),
                 ("seed", config.get("seed")), ("versions", config.get("versions"))]

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from . import plots, primer
+from .architecture import BLOCKS, architecture_volumes
 from .arithmetic import SizeError
-from .cli import UserError
+from .errors import UserError
 
 __all__ = ["Saved", "ModelSource", "LECTURE_KERNELS", "BLOCKS", "OUT_DIR", "read_image",
            "apply_kernels", "load_model_source", "conv_layers", "conv_kernel",
@@ -48,21 +49,6 @@ OUT_DIR = Path("visualizations")
 #: ``kernels`` shrinks larger photos to this longest side first (the primer is plain NumPy).
 KERNELS_MAX_SIZE = 512
 
-#: How the architecture diagram groups layers, as data: (pattern on the layer name, box label or
-#: None to keep one box per layer, stage label, box kind or None for the layer's own kind).
-BLOCKS = (
-    # GoogLeNet, Table 1: one box per inception module, a band per group of modules (3, 4, 5)
-    (re.compile(r"^inception_(?P<group>\d)(?P<module>[a-z])_"), "inception {group}{module}",
-     "inception ({group})", "inception"),
-    # ResNet, Table 1: one box per residual block, a band per stage conv2_x ... conv5_x
-    (re.compile(r"^conv(?P<stage>\d+)_block(?P<block>\d+)_"), "conv{stage} block{block}",
-     "conv{stage}_x", "residual"),
-    # VGG, Table 1: the five blocks of convolutions, each ending in its max pool
-    (re.compile(r"^block(?P<block>\d+)_"), None, "block {block}", None),
-)
-#: Rows of the inspect table that never get a box of their own (they keep the volume's size or
-#: only reshape it).
-_NO_BOX = {"zero pad", "flatten", "reshape", "concat", "add", "batch norm", "LRN", "dropout"}
 #: Layers whose outputs are never offered as feature maps (input handling, not features).
 _NOT_FEATURES = {"InputLayer", "Rescaling", "Normalization", "ZeroPadding2D", "Dropout",
                  "SpatialDropout2D"}
@@ -87,7 +73,7 @@ class ModelSource:
     name: str
     model: object | None = None
     saved_model: Path | None = None
-    config: dict = field(default_factory=dict)
+    transform: object | None = None      # the run's EvalTransform (None: fit to the input size)
     trained: bool = True
 
 
@@ -129,57 +115,35 @@ def apply_kernels(image, kernels: dict | None = None) -> dict:
 # MODEL
 
 
-def _savedmodel_dir(path: Path) -> Path | None:
-    """``path`` itself when it holds saved_model.pb, else its newest integer version folder."""
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
-
-
 def load_model_source(spec, *, preprocessing: str | None = None) -> ModelSource:
-    """Resolve MODEL: a run directory, a ``.keras`` file, an exported SavedModel or a registered
-    name (built untrained; ``preprocessing`` then makes it take uint8 pixels, ``"auto"`` picks
-    ImageNet's statistics for colour networks and [0, 1] for grayscale ones)."""
-    import json
-
+    """Resolve MODEL (:func:`kerascnn.sources.resolve`): a run directory, a ``.keras`` file, an
+    exported SavedModel or a registered name (built untrained; ``preprocessing`` then makes it
+    take uint8 pixels, ``"auto"`` picks ImageNet's statistics for colour networks and [0, 1] for
+    grayscale ones)."""
     from . import inspect
+    from .sources import resolve
 
-    path = Path(str(spec))
-    if path.is_dir():
-        saved = _savedmodel_dir(path)
-        if saved is not None:
-            name = saved.parent.name if saved.name.isdigit() else saved.name
-            return ModelSource(f"{name}-v{saved.name}" if saved.name.isdigit() else name,
-                               saved_model=saved)
-    is_name = not inspect._is_path(str(spec))
+    ref = resolve(spec).require("name", "run", "keras", "savedmodel", command="visualize")
+    if ref.kind == "savedmodel":
+        return ModelSource(ref.display_name, saved_model=ref.path)
     options = {}
-    if is_name and preprocessing:
+    if ref.kind == "name" and preprocessing:
         from .registry import model_info
-        channels = model_info(str(spec)).input_shape[-1]
+        channels = model_info(ref.spec).input_shape[-1]
         options["preprocessing"] = preprocessing if preprocessing != "auto" else \
             "imagenet" if channels == 3 else "unit"
     try:
-        model = inspect.resolve_model(str(spec), **options)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{exc}, or an exported SavedModel (export/NAME/VERSION)"
-                                ) from None
+        model = inspect.resolve_model(ref.spec if ref.kind == "name" else ref.path, **options)
     except SizeError:
         raise
     except ValueError as exc:
         raise UserError(f"{exc} (MODEL is a run directory, a .keras file, an exported SavedModel "
                         f"folder export/NAME/VERSION or a registered model name)") from None
-    if is_name:
+    if ref.kind == "name":
         return ModelSource(model.name, model=model, trained=False)
-    run_dir = path if path.is_dir() else path.parent
-    config = {}
-    if (run_dir / "config.json").is_file():
-        try:
-            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = {}
-    name = run_dir.name if path.is_dir() or path.stem == "model" else path.stem
-    return ModelSource(name, model=model, config=config)
+    run = ref.run_dir
+    transform = run.read_config().eval_transform if run is not None else None
+    return ModelSource(ref.display_name, model=model, transform=transform)
 
 
 def conv_layers(model) -> list[str]:
@@ -259,10 +223,10 @@ def default_feature_layers(model) -> list[str]:
 def model_image(source: ModelSource, path) -> np.ndarray:
     """The image file at ``path`` as ``source``'s model sees it: uint8 ``[H, W, C]`` fitted as the
     run's validation images were (kerascnn.export's image path, shared with serving)."""
-    from . import export
+    from .transforms import EvalTransform, load_images
 
     shape = tuple(int(d) for d in source.model.input.shape[1:])
-    return export.load_images([path], shape, export.image_pipeline(source.config, shape))[0]
+    return load_images([path], source.transform or EvalTransform.default(shape))[0]
 
 
 def feature_maps(model, image, layers) -> list[tuple[str, np.ndarray]]:
@@ -290,64 +254,6 @@ def feature_maps(model, image, layers) -> list[tuple[str, np.ndarray]]:
     outputs = probe(batch, training=False)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     return [(n, np.asarray(keras.ops.convert_to_numpy(o))[0]) for n, o in zip(layers, outputs)]
-
-
-def architecture_volumes(model) -> list[plots.Volume]:
-    """The volume after each layer or block of ``model``'s main path (its first output), from
-    :func:`kerascnn.inspect.layer_table`; inception modules and residual blocks are one box each
-    (:data:`BLOCKS`), batch norm, LRN, padding and the like none."""
-    import keras
-
-    from . import inspect
-
-    if len(model.outputs) > 1:  # e.g. GoogLeNet's auxiliary heads: draw the main network
-        model = keras.Model(model.inputs, model.outputs[0], name=model.name)
-    h, w, d = _hwd(tuple(model.inputs[0].shape[1:]))
-    volumes = [plots.Volume("input", "input", h, w, d)]
-    for row in inspect.layer_table(model):
-        block = _block_of(row.name)
-        shape = _hwd(row.output_shape)
-        if shape is None:
-            continue
-        if block is not None and block[0] is not None:  # one box per module or residual block
-            label, stage, kind = block
-            if volumes[-1].label == label:
-                volumes[-1] = plots.Volume(label, kind, *shape, stage=stage)
-            else:
-                volumes.append(plots.Volume(label, kind, *shape, stage=stage))
-            continue
-        kind = _kind(row)
-        if row.type in _NO_BOX or (kind == "other" and row.output_shape == row.input_shape):
-            continue
-        volumes.append(plots.Volume(row.name, kind, *shape, stage=block[1] if block else None))
-    return volumes
-
-
-def _block_of(name: str):
-    """``(box label or None, stage, kind)`` from :data:`BLOCKS`, or None."""
-    for pattern, label, stage, kind in BLOCKS:
-        match = pattern.match(name)
-        if match:
-            fields = match.groupdict()
-            return (label.format(**fields) if label else None, stage.format(**fields), kind)
-    return None
-
-
-def _kind(row) -> str:
-    if row.type.startswith("conv") or "Conv" in row.layer_class:
-        return "conv"
-    if "pool" in row.type or row.layer_class == "Subsampling":
-        return "pool"
-    return "fc" if row.type == "fc" else "other"
-
-
-def _hwd(shape):
-    shape = tuple(shape)
-    if len(shape) == 3 and None not in shape:
-        return int(shape[0]), int(shape[1]), int(shape[2])
-    if len(shape) == 1 and shape[0] is not None:
-        return 1, 1, int(shape[0])
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,10 +344,10 @@ def architecture(model, out=None, *, input_shape=None, num_classes=None, **optio
     fig = plots.architecture_figure(volumes, title=title)
     if out is None:
         name = keras_model.name
-        if isinstance(model, (str, Path)) and inspect._is_path(str(model)):
-            path = Path(model)
-            name = path.name if path.suffix != ".keras" else \
-                path.parent.name if path.stem == "model" else path.stem
+        if isinstance(model, (str, Path)):
+            from .sources import resolve
+            ref = resolve(model)
+            name = keras_model.name if ref.kind == "name" else ref.display_name
         out = OUT_DIR / f"{_slug(name)}-architecture.png"
     return _save(fig, out, volumes=volumes)
 

@@ -5,6 +5,7 @@ import gzip
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from kerascnn import export as E
 from kerascnn.cli import UserError
 from kerascnn.cli import main as cli_main
 from kerascnn.predict import predict
+from kerascnn.runs import RunConfig
+from kerascnn.sources import versions
 
 CIFAR = SHARED_DATA / "cifar10" / "train"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -195,7 +198,7 @@ def test_bytes_signature_resizes_and_accepts_png(exported):
     big = imagenette_files(2)  # 224x224 JPEGs, resized to 32x32 in the graph
     png = tf.io.encode_png(jpeg_pixels(cifar_files()[:1])[0]).numpy()
     out = fn(image_bytes=tf.constant([f.read_bytes() for f in big] + [png]))
-    expected = model.predict(np.concatenate([E.load_images(big, (32, 32, 3)),
+    expected = model.predict(np.concatenate([E.load_images(big, E.EvalTransform.default((32, 32, 3))),
                                              jpeg_pixels(cifar_files()[:1])]), verbose=0)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
 
@@ -264,8 +267,10 @@ def test_onnx_file_is_opset17_uint8_dynamic_batch_and_matches_keras(exported):
 
 def test_onnx_parity_failure_reports_the_measured_difference(rgb_run, tmp_path, monkeypatch):
     run, _ = rgb_run
-    keras_probabilities = E._keras_probabilities
-    monkeypatch.setattr(E, "_keras_probabilities", lambda m, x: keras_probabilities(m, x) + 0.003)
+    from kerascnn.export import savedmodel
+    keras_probabilities = savedmodel.keras_probabilities
+    monkeypatch.setattr(savedmodel, "keras_probabilities",
+                        lambda m, x: keras_probabilities(m, x) + 0.003)
     with pytest.raises(E.ExportError, match=r"ONNX parity failed.* differ by up to 0\.003"):
         E.export_model(run, "resnet20", tmp_path / "export", formats="onnx",
                        images=cifar_files())
@@ -334,7 +339,7 @@ def test_killed_export_leaves_no_version_and_its_temporary_is_swept(small_run, t
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     (debris,) = base.iterdir()
-    assert debris.name.startswith(".tmp-1-") and not E._versions(base)
+    assert debris.name.startswith(".tmp-1-") and not versions(base)
     assert E.export_model(small_run, "digits", export_dir, formats="savedmodel").name == "1"
     assert [p.name for p in base.iterdir()] == ["1"]
 
@@ -384,7 +389,7 @@ def test_auxiliary_heads_are_not_exported():
                                   preprocessing="unit", aux_logits=True)
     plain = kerascnn.get_model("googlenet", num_classes=3, input_shape=shape,
                                preprocessing="unit", aux_logits=False)
-    served = E.inference_model(with_aux)
+    served = E.servable_model(with_aux)
     assert len(with_aux.outputs) == 3 and len(served.outputs) == 1
     assert served.output.name == with_aux.get_layer("predictions").output.name
     # Without its two auxiliary classifiers GoogLeNet has exactly the plain network's parameters.
@@ -408,7 +413,7 @@ def test_augmentation_layers_become_identity_and_convert_to_onnx():
     x = layers.Dense(3, name="fc")(x)
     model = keras.Model(inputs, layers.Activation("softmax", dtype="float32",
                                                   name="predictions")(x))
-    served = E.inference_model(model)
+    served = E.servable_model(model)
     kinds = {layer.name: type(layer).__name__ for layer in served.layers}
     assert kinds["flip"] == kinds["rotate"] == "Identity" and kinds["conv1"] == "Conv2D"
     assert served.get_layer("conv1") is model.get_layer("conv1")  # the trained weights, shared
@@ -419,7 +424,7 @@ def test_augmentation_layers_become_identity_and_convert_to_onnx():
 def test_float_input_model_is_refused_with_the_fix():
     model = kerascnn.get_model("lenet5", num_classes=10)
     with pytest.raises(E.ExportError, match="raw uint8 pixels.*preprocessing="):
-        E.inference_model(model)
+        E.servable_model(model)
 
 
 # --------------------------------------------------------------------------- grayscale
@@ -467,8 +472,11 @@ def test_serving_fits_images_exactly_as_training_validates():
                                       training=False, augment=augment, batch_size=8)
         config = {"dataset": "idx:mnist" if style == "glyphs" else "folder:photos",
                   "recipe": {"augment": augment}}
-        pipeline = E.image_pipeline(config, (size, size, channels))
-        served = np.stack([E.fit_image(image, pipeline).numpy() for image in raw])
+        # a config.json of before the transform was recorded: derived as training computed it
+        transform = RunConfig.from_dict({"arch": "x", "num_classes": 2,
+                                         "input_shape": [size, size, channels], **config}
+                                        ).eval_transform
+        served = np.stack([transform.apply(image).numpy() for image in raw])
         np.testing.assert_array_equal(served, trained.numpy(), err_msg=f"{style} {size} {augment}")
 
 
@@ -498,12 +506,34 @@ def test_predict_prints_top5_for_savedmodel_and_onnx(exported, capsys):
 
 
 def test_predict_names_the_image_that_does_not_decode(exported, tmp_path):
+    """Issue 12.8: one unreadable file is reported and skipped; the batch goes on."""
     target, _ = exported
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     for path in (target, target / "model.onnx"):
-        with pytest.raises(UserError, match=r"cannot decode .*notes\.jpg"):
-            predict(path, [cifar_files()[0], text])
+        results = predict(path, [cifar_files()[0], text])
+        assert [r.path for r in results] == [str(cifar_files()[0])]
+        ((skipped, reason),) = results.skipped
+        assert skipped == str(text) and re.search(r"cannot decode .*notes\.jpg", reason)
+        with pytest.raises(UserError, match=r"no image could be read.*cannot decode .*notes"):
+            predict(path, [text])
+
+
+def test_predict_takes_a_folder_and_names_a_truncated_jpeg(exported, tmp_path, capsys):
+    target, _ = exported
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = cifar_files()[:2]
+    for i, f in enumerate(good):
+        (folder / f"{i}-{f.name}").write_bytes(f.read_bytes())
+    (folder / "cut.jpg").write_bytes(good[0].read_bytes()[:300])  # a truncated JPEG
+    results = predict(target, [folder])
+    assert sorted(Path(r.path).name for r in results) == [f"{i}-{f.name}"
+                                                          for i, f in enumerate(good)]
+    ((path, reason),) = results.skipped
+    assert path.endswith("cut.jpg") and "truncated JPEG" in reason and "not a JPEG" not in reason
+    assert cli_main(["predict", str(target), str(folder)]) == 0
+    assert "skipped" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the zoo in ONNX
@@ -529,11 +559,11 @@ def test_onnx_parity_for_every_architecture(name):
     size, channels = info.min_size, info.input_shape[2]
     model = kerascnn.get_model(name, num_classes=3, input_shape=(size, size, channels),
                                preprocessing="imagenet" if channels == 3 else "unit")
-    model = E.inference_model(as_if_trained(model))
+    model = E.servable_model(as_if_trained(model))
     if channels == 1:
         images = tf.cast(tf.round(tf.image.resize(mnist_images(4), (size, size))), tf.uint8).numpy()
     else:
-        images = E.load_images(imagenette_files(4), (size, size, channels))
+        images = E.load_images(imagenette_files(4), E.EvalTransform.default((size, size, channels)))
     try:
         assert E.onnx_parity(E.convert_to_onnx(model), model, images) <= 1e-4
     finally:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import kerascnn
-from kerascnn.layers import LocalResponseNormalization
+from kerascnn.inference import inference_model
+from kerascnn.layers import LocalResponseNormalization, max_pool
 from kerascnn.models import googlenet as gnet
 from kerascnn.models import resnet as rnet
 
@@ -158,21 +159,21 @@ def caffe_max_pool_3x3_s2(x):
 @pytest.mark.parametrize("h, w", [(8, 8), (7, 7), (8, 7), (3, 6)])
 def test_googlenet_max_pools_are_caffe_ceil_mode(h, w):
     inputs = keras.Input((h, w, 2))
-    model = keras.Model(inputs, gnet._max_pool_ceil(inputs, "pool"))
+    model = keras.Model(inputs, max_pool(inputs, 3, 2, name="pool", rounding="ceil"))
     x = np.random.default_rng(1).uniform(0, 1, (1, h, w, 2)).astype("float32")  # ReLU outputs
     np.testing.assert_array_equal(np.asarray(model(x)), caffe_max_pool_3x3_s2(x))
 
 
 def test_aux_heads_only_with_aux_logits_and_inference_model_shares_weights():
     plain = kerascnn.get_model("googlenet", num_classes=4, input_shape=(79, 79, 3))
-    assert plain.output_names == ["predictions"] and gnet.inference_model(plain) is plain
+    assert plain.output_names == ["predictions"] and inference_model(plain) is plain
     model = kerascnn.get_model("googlenet", num_classes=4, input_shape=(79, 79, 3),
                                aux_logits=True)
     assert model.output_names == ["predictions", "aux1_predictions", "aux2_predictions"]
     assert model.get_layer("loss1_ave_pool").input.shape[-1] == 512  # after 4a
     assert model.get_layer("loss2_ave_pool").input.shape[-1] == 528  # after 4d
     assert model.get_layer("loss1_drop_fc").rate == pytest.approx(0.7)
-    inference = gnet.inference_model(model)
+    inference = inference_model(model)
     assert len(inference.outputs) == 1 and inference.output_names == ["predictions"]
     assert inference.get_layer("loss3_classifier") is model.get_layer("loss3_classifier")
     assert trainable(inference) == trainable(plain)
@@ -315,7 +316,7 @@ def test_uint8_cifar_resnet_saves_and_loads(tmp_path):
 
 @slow
 def test_googlenet_saves_and_loads(tmp_path):
-    model = gnet.inference_model(kerascnn.get_model("googlenet", num_classes=5, aux_logits=True,
+    model = inference_model(kerascnn.get_model("googlenet", num_classes=5, aux_logits=True,
                                                     preprocessing="imagenet"))
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")

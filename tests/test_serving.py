@@ -58,8 +58,9 @@ def jpegs():
 
 @pytest.fixture(scope="module")
 def pixels(jpegs):
-    from kerascnn.export import load_images
-    return load_images(jpegs, SHAPE)  # the same decode the serving_bytes signature runs
+    from kerascnn.transforms import EvalTransform, load_images
+    # the same decode the serving_bytes signature runs
+    return load_images(jpegs, EvalTransform.default(SHAPE))
 
 
 @pytest.fixture(scope="module")
@@ -429,7 +430,7 @@ def test_export_cli_registers_the_model_in_models_config(deployment, tmp_path):
     from kerascnn.cli import main as cli_main
     deployment["model"].save(tmp_path / "resnet20.keras")
     config = tmp_path / "models.config"
-    shutil.copy(ROOT / "serving" / "models.config", config)
+    shutil.copy(ROOT / "serving" / "models.config.template", config)
     assert cli_main(["export", str(tmp_path / "resnet20.keras"), "--name", "cifar",
                      "--export-dir", str(tmp_path / "export"), "--formats", "savedmodel",
                      "--model-config", str(config)]) == 0

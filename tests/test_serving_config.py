@@ -28,7 +28,7 @@ SERVING = ROOT / "serving"
 # --- committed files ---------------------------------------------------------------------------
 
 def test_models_config_parses_with_model_server_config():
-    text = (SERVING / "models.config").read_text()
+    text = (SERVING / "models.config.template").read_text()
     parsed = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     assert parsed.WhichOneof("config") == "model_config_list"
     for model in parsed.model_config_list.config:  # entries the export step added, if any
@@ -67,8 +67,10 @@ def test_docker_compose_runs_pinned_tf_serving_with_the_files():
     assert mounts["../export"] == "/models" and mounts["./"] == "/config"
     flags = dict(f.lstrip("-").split("=", 1) for f in service["command"])
     assert flags["enable_batching"] == "true"
-    for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
+    for flag in ("batching_parameters_file", "monitoring_config_file"):  # static, in serving/
         assert (SERVING / Path(flags[flag]).relative_to("/config")).is_file(), flag
+    # the generated model config lives with the exported models (export/models.config)
+    assert flags["model_config_file"] == "/models/models.config"
 
 
 # --- parse errors --------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def test_missing_config_file_names_the_flag(tmp_path):
 
 def test_upsert_adds_then_updates_an_entry_keeping_policy_labels_and_comments(tmp_path):
     path = tmp_path / "models.config"
-    shutil.copy(SERVING / "models.config", path)
+    shutil.copy(SERVING / "models.config.template", path)
     cfg.upsert_model_config(path, "lenet5")
     cfg.upsert_model_config(path, "resnet20", version_policy=[1, 2],
                             version_labels={"stable": 1, "canary": 2})

@@ -14,6 +14,7 @@ from conftest import ROOT, SHARED_DATA
 
 keras = pytest.importorskip("keras")
 from kerascnn import data, recipes, training  # noqa: E402
+from kerascnn.training import compiling  # noqa: E402
 from kerascnn.cli import UserError  # noqa: E402
 from kerascnn.recipes import learning_rate_at, recipe_for  # noqa: E402
 
@@ -74,7 +75,7 @@ def test_recipes_are_the_papers():
     assert [learning_rate_at(lenet, e) / lenet.lr for e in (0, 2, 5, 8, 12, 19)] == pytest.approx(
         [1, 0.4, 0.2, 0.1, 0.02, 0.02])
     assert recipe_for("lenet5_1998").preprocessing == {"scale": 1.275 / 255, "offset": -0.1}
-    with pytest.raises(training.UserError, match="--lr must be positive"):
+    with pytest.raises(UserError, match="--lr must be positive"):
         recipe_for("lenet5").replace(lr=-1.0)
     assert set(recipes.SCHEDULES) >= {r.schedule for r in recipes.RECIPES.values()}
 
@@ -83,7 +84,7 @@ def test_weight_decay_is_l2_on_kernels_only():
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
                               keras.layers.BatchNormalization(), keras.layers.Flatten(),
                               keras.layers.Dense(3)])
-    assert training._add_weight_decay(model, 5e-4) == 2  # conv and dense kernels, not biases/BN
+    assert training.add_weight_decay(model, 5e-4) == 2  # conv and dense kernels, not biases/BN
     kernels = [w for w in model.trainable_weights if w.path.endswith("kernel")]
     expected = sum(5e-4 / 2 * float(np.sum(np.square(w.numpy()))) for w in kernels)
     assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
@@ -214,20 +215,105 @@ def test_resume_after_a_kill_loses_no_finished_epoch(mnist_small, tmp_path):
     assert [r.split(",")[0] for r in rows] == ["0", "1", "2", "3"]  # each epoch exactly once
     assert not (run_dir / "checkpoints" / "backup").exists()
     # a finished run is never overwritten
-    with pytest.raises(training.UserError, match="already holds a finished run"):
+    with pytest.raises(UserError, match="already holds a finished run"):
         training.train(cfg)
+
+
+def test_a_kill_after_the_last_epoch_only_finishes_the_run(mnist_small, tmp_path):
+    """Issue 12.1: killed after fit ended (Keras deleted its backup) but before metrics.json."""
+    run_dir = tmp_path / "run"
+    cfg = training.TrainConfig(arch="lenet5", dataset=f"idx:{mnist_small}", epochs=2,
+                               batch_size=128, run_dir=str(run_dir), verbose=0)
+    first = training.train(cfg)
+    for name in ("metrics.json", "model.keras", "report.html"):  # the state of such a kill
+        (run_dir / name).unlink()
+    assert not (run_dir / "checkpoints" / "backup").exists()
+
+    epochs_run = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+
+    again = training.train(cfg, callbacks=[Record()])  # the same command again
+    assert epochs_run == [] and again["epochs_this_session"] == 0  # nothing trained again
+    assert again["resumed_from_epoch"] == 2
+    assert again["val_top1"] == pytest.approx(first["val_top1"])  # the same final weights
+    rows = (run_dir / "history.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["0", "1"]
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "model.keras").is_file()
+
+
+def test_non_finite_learning_rate_is_refused(tmp_path, capsys):
+    for value in ("inf", "nan", "-inf"):
+        rc, _, err = train_main(["--arch", "lenet5", f"--lr={value}", "--run-dir", tmp_path / "r"],
+                                capsys)
+        assert rc == 2 and "--lr must be a finite number" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_that_diverges_is_marked_failed_not_finished(mnist_small, tmp_path):
+    """Issue 12.3: TerminateOnNaN ends the fit; no metrics.json (which would hold NaN)."""
+    run_dir = tmp_path / "run"
+    cfg = training.TrainConfig(arch="lenet5", dataset=f"idx:{mnist_small}", epochs=1,
+                               batch_size=128, lr=1e38, run_dir=str(run_dir), verbose=0)
+    with pytest.raises(UserError, match="diverged.*marked failed"):
+        training.train(cfg)
+    assert not (run_dir / "metrics.json").exists()
+    failed = json.loads((run_dir / "failed.json").read_text())  # strict JSON, readable
+    assert failed["status"] == "failed" and "NaN" in failed["reason"]
+
+
+def test_strict_json_refuses_nan(tmp_path):
+    from kerascnn.files import write_json
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "x.json", {"val_loss": float("nan")})
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_image_size_zero_or_negative_is_an_error(tmp_path, capsys):
+    for value in ("0", "-3"):
+        rc, _, err = train_main(["--arch", "lenet5", f"--image-size={value}", "--run-dir",
+                                 tmp_path / "r"], capsys)
+        assert rc == 2 and "--image-size must be positive" in err
+
+
+def test_a_crop_that_cuts_away_most_of_each_digit_is_warned(mnist_small, tmp_path):
+    from kerascnn.training.lifecycle import CropWarning, _warn_if_cropped
+    digits = data.load(f"idx:{mnist_small}")
+    with pytest.warns(CropWarning, match="keeps only the centre 14x14 of each 28x28 image"):
+        _warn_if_cropped(digits, 14)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_cropped(digits, 32)  # LeNet's padding: nothing cut
+
+
+def test_one_class_and_unreadable_classes_are_errors(tmp_path):
+    one = tmp_path / "one"
+    (one / "tench").mkdir(parents=True)
+    for f in sorted((data.SAMPLE_DIR / "train" / "tench").iterdir())[:6]:
+        (one / "tench" / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(data.DataError, match="at least two classes"):
+        data.load(f"folder:{one}", verbose=False)
+    (one / "church").mkdir()
+    for i in range(6):
+        (one / "church" / f"broken{i}.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.warns(data.UnreadableImagesWarning), \
+            pytest.raises(data.DataError, match="no readable training image left in class church"):
+        data.load(f"folder:{one}", verbose=False)
 
 
 def test_default_run_dir_resumes_but_never_overwrites(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = training._default_run_dir("lenet5", None)
+    first = training.default_run_dir("lenet5", None)
     assert first == tmp_path.joinpath("runs", "lenet5-sample").relative_to(tmp_path)
     first.mkdir(parents=True)
     (first / "config.json").write_text("{}")  # interrupted: the same command resumes it
-    assert training._default_run_dir("lenet5", None) == first
+    assert training.default_run_dir("lenet5", None) == first
     (first / "metrics.json").write_text("{}")  # finished: a new run goes beside it
-    assert training._default_run_dir("lenet5", None).name == "lenet5-sample-2"
-    assert training._default_run_dir("resnet20", "folder:/data/cifar10/train").name == \
+    assert training.default_run_dir("lenet5", None).name == "lenet5-sample-2"
+    assert training.default_run_dir("resnet20", "folder:/data/cifar10/train").name == \
         "resnet20-cifar10"
 
 
@@ -296,7 +382,7 @@ def test_list_prints_architectures_and_dataset_forms(capsys):
 
 def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path, monkeypatch):
     # the bfloat16 path, as on a CPU with native bfloat16 (this test checks the casts, not speed)
-    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(compiling, "cpu_has_bfloat16", lambda: True)
     root = tmp_path / "few"
     for c in ("church", "tench"):
         (root / "train" / c).mkdir(parents=True)
@@ -320,12 +406,12 @@ def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path, monkeypa
 
 
 def test_mixed_precision_falls_back_to_float32_without_native_bfloat16(monkeypatch):
-    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(compiling, "cpu_has_bfloat16", lambda: False)
     notes = []
-    assert training._mixed_policy(notes) is None
+    assert compiling.mixed_policy(notes) is None
     assert "no native bfloat16" in notes[0] and "float32" in notes[0]
-    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
-    assert training._mixed_policy([]) == "mixed_bfloat16"
+    monkeypatch.setattr(compiling, "cpu_has_bfloat16", lambda: True)
+    assert compiling.mixed_policy([]) == "mixed_bfloat16"
 
 
 def test_budget_recipe_is_written_down_and_the_paper_stays_default():
@@ -385,3 +471,23 @@ def test_multiworker_two_local_workers_end_with_identical_weights(mnist_small, t
     for a, b in zip(chief.get_weights(), worker.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert json.loads((run_dir / "metrics.json").read_text())["val_top1"] > 0.5
+
+
+def test_flip_averaging_is_the_mean_of_an_image_and_its_mirror():
+    from kerascnn.training.evaluation import evaluate_model
+
+    class LeftBright:  # class 0 when the left half is brighter, else class 1
+        def predict_on_batch(self, x):
+            x = np.asarray(x, np.float64)
+            left = x[:, :, :2].mean(axis=(1, 2, 3)) > x[:, :, 2:].mean(axis=(1, 2, 3))
+            return np.where(left[:, None], [[0.9, 0.1]], [[0.3, 0.7]])
+
+    x = np.zeros((2, 4, 4, 1), np.uint8)
+    x[0, :, :2] = 255  # left bright: plain says 0, the mirror says 1
+    x[1, :, 2:] = 255
+    batches = [(x, np.array([0, 1]))]
+    plain = evaluate_model(LeftBright(), batches, ["a", "b"])
+    flip = evaluate_model(LeftBright(), batches, ["a", "b"], flip=True)
+    assert plain["top1"] == 1.0
+    # each averaged to (0.9 + 0.3) / 2 = 0.6 for class 0: image 1 is now wrong
+    assert flip["top1"] == 0.5

@@ -16,6 +16,7 @@ from conftest import ROOT, SHARED_DATA
 keras = pytest.importorskip("keras")
 import kerascnn  # noqa: E402
 from kerascnn import data, weights  # noqa: E402
+from kerascnn.weights import packing  # noqa: E402
 from kerascnn.cli import UserError  # noqa: E402
 
 MNIST = SHARED_DATA / "mnist"
@@ -69,7 +70,7 @@ def test_lenet5_mnist_reads_raw_held_out_digits():
 def _cifar_held_out(meta, every=10):
     class_dirs = sorted(d for d in CIFAR.iterdir() if d.is_dir())
     assert [d.name for d in class_dirs] == meta["class_names"]
-    files, labels = data._list_images(class_dirs, CIFAR)
+    files, labels = data.list_images(class_dirs, CIFAR)
     _, val = data.stratified_split(labels, meta["split"]["val_split"], meta["split"]["seed"])
     assert len(val) == meta["split"]["val_images"]
     from PIL import Image
@@ -133,7 +134,7 @@ def test_shipped_model_exports_and_predicts_offline(tmp_path):
     from kerascnn.export import export_model
     from kerascnn.predict import predict
 
-    run_dir = weights.save_run_dir("lenet5", "mnist", tmp_path / "lenet5-mnist")
+    run_dir = packing.save_run_dir("lenet5", "mnist", tmp_path / "lenet5-mnist")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["class_names"] == [str(i) for i in range(10)]
     target = export_model(run_dir, "lenet5", tmp_path / "export", formats=("savedmodel",))
@@ -183,7 +184,7 @@ def test_predict_takes_shipped_weights_by_name(tmp_path):
 
     meta = weights.manifest("resnet20", "cifar10")
     class_dirs = sorted(d for d in CIFAR.iterdir() if d.is_dir())
-    files, labels = data._list_images(class_dirs, CIFAR)
+    files, labels = data.list_images(class_dirs, CIFAR)
     _, val = data.stratified_split(labels, meta["split"]["val_split"], meta["split"]["seed"])
     pick = val[::100]  # 50 held-out JPEGs, every class
     results = predict("resnet20:cifar10", [files[i] for i in pick], top_k=3)

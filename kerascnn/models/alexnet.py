@@ -13,10 +13,9 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from ..arithmetic import SizeError, output_size
-from ..layers import LocalResponseNormalization, check_spatial, classifier, conv, image_input
-from ..layers import max_pool
-from ..registry import register
+from ..arithmetic import SizeError
+from ..layers import LocalResponseNormalization, classifier, conv, image_input, max_pool
+from ..catalog import register
 
 __all__ = ["alexnet", "zfnet", "NETWORKS"]
 
@@ -136,7 +135,7 @@ def _build(net: Network, num_classes, input_shape, preprocessing, name, dropout,
             if step == "norm":
                 x = LocalResponseNormalization(name=f"norm{i}")(x)
             else:
-                x = _pool(x, f"pool{i}", net.pool_rounding)
+                x = max_pool(x, 3, 2, name=f"pool{i}", rounding=net.pool_rounding)
     if net.adaptive_pool:
         # Keras 3.15's adaptive pooling cannot spread a 1x1 map over 6x6 in graph mode (predict,
         # fit and SavedModel export fail), so a 1x1 pool5 is a size error like any other here.
@@ -158,20 +157,6 @@ def _build(net: Network, num_classes, input_shape, preprocessing, name, dropout,
 def _weights(std):
     # a fresh initializer per layer: an unseeded Keras initializer repeats its values when reused
     return "glorot_uniform" if std is None else keras.initializers.RandomNormal(0.0, std)
-
-
-def _pool(x, name, rounding):
-    """Overlapping 3x3/2 max-pool. Caffe's ceil mode keeps the last, partial window: pad the
-    bottom/right edge so that Keras' floor arithmetic gives the ceil size. Zeros are a safe pad
-    value because the pool follows a ReLU (all inputs are >= 0)."""
-    if rounding != "ceil":
-        return max_pool(x, 3, 2, name=name, rounding=rounding)
-    check_spatial(x, 3, 2, 0, layer=name, rounding="ceil")
-    extra = [0 if d is None else (output_size(int(d), 3, 2, 0, rounding="ceil") - 1) * 2 + 3 - d
-             for d in x.shape[1:3]]
-    if any(extra):
-        x = layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=f"{name}_pad")(x)
-    return max_pool(x, 3, 2, name=name)
 
 
 register("alexnet", alexnet, family="alexnet", input_shape=(227, 227, 3), min_size=67,

@@ -15,12 +15,11 @@ import keras
 from keras import layers
 
 from ..arithmetic import SizeError
-from ..layers import (LocalResponseNormalization, avg_pool, check_spatial, classifier, conv,
-                      image_input, max_pool)
-from ..registry import register
+from ..layers import LocalResponseNormalization, avg_pool, classifier, conv, image_input, max_pool
+from ..catalog import register
 
 __all__ = ["INCEPTION_MODULES", "AUX_HEADS", "AUX_LOSS_WEIGHT", "AUX_MIN_SIZE", "googlenet",
-           "inception_module", "inference_model"]
+           "inception_module"]
 
 PAPER = ("Szegedy et al. 2014, Going Deeper with Convolutions (arXiv:1409.4842), Table 1; "
          "layer names and LRN from Caffe bvlc_googlenet")
@@ -61,8 +60,8 @@ def googlenet(num_classes: int = 1000, input_shape=(224, 224, 3), preprocessing=
 
     ``aux_logits`` adds the two auxiliary classifiers of section 5 as extra outputs
     ``aux1_predictions`` and ``aux2_predictions`` after the main ``predictions`` (training only:
-    :func:`inference_model` drops them). ``batch_norm`` puts batch normalisation after every
-    convolution and drops the conv biases (the common "Inception v1 BN" variant: 7,005,832
+    :func:`kerascnn.inference.inference_model` drops them). ``batch_norm`` puts batch
+    normalisation after every convolution and drops the conv biases (the common "Inception v1 BN" variant: 7,005,832
     parameters, torchvision's count with 5x5 convs in the 5x5 branch). ``lrn`` defaults to on
     without batch norm and off with it (BN made LRN redundant, Ioffe & Szegedy 2015).
     """
@@ -72,19 +71,19 @@ def googlenet(num_classes: int = 1000, input_shape=(224, 224, 3), preprocessing=
     inputs, x = image_input(input_shape, preprocessing)
 
     x = conv(x, 64, 7, stride=2, padding=3, name="conv1_7x7_s2", **conv_options)
-    x = _max_pool_ceil(x, "pool1_3x3_s2")
+    x = max_pool(x, 3, 2, name="pool1_3x3_s2", rounding="ceil")
     if lrn:  # Caffe: local_size 5, alpha 1e-4, beta 0.75, k 1
         x = LocalResponseNormalization(2, bias=1.0, alpha=1e-4, beta=0.75, name="pool1_norm1")(x)
     x = conv(x, 64, 1, name="conv2_3x3_reduce", **conv_options)
     x = conv(x, 192, 3, padding="same", name="conv2_3x3", **conv_options)
     if lrn:
         x = LocalResponseNormalization(2, bias=1.0, alpha=1e-4, beta=0.75, name="conv2_norm2")(x)
-    x = _max_pool_ceil(x, "pool2_3x3_s2")
+    x = max_pool(x, 3, 2, name="pool2_3x3_s2", rounding="ceil")
 
     aux_outputs = []
     for row in INCEPTION_MODULES:
         if isinstance(row, str):
-            x = _max_pool_ceil(x, row)
+            x = max_pool(x, 3, 2, name=row, rounding="ceil")
             continue
         x = inception_module(x, *row, conv_options=conv_options)
         if aux_logits and row[0] in AUX_HEADS:
@@ -120,28 +119,6 @@ def inception_module(x, name: str, n1x1: int, n3x3_reduce: int, n3x3: int, n5x5_
     return layers.Concatenate(axis=-1, name=f"{prefix}_output")(branches)  # filter concatenation
 
 
-def _max_pool_ceil(x, name: str):
-    """Caffe's 3x3/2 max pool, whose output is ``ceil((W - 3)/2) + 1`` (Table 1's 112 -> 56 ...).
-
-    Validated with the lecture's formula (P = 0, ceil rounding). Where ceil mode adds a last window
-    that overhangs the bottom/right edge (even W), Keras' "same" padding gives exactly Caffe's
-    windows; on odd W no window overhangs and "valid" is exact.
-    """
-    check_spatial(x, 3, 2, 0, layer=name, rounding="ceil")
-    h, w = x.shape[1], x.shape[2]
-    if h is None or w is None:
-        return max_pool(x, 3, 2, padding="same", name=name)
-    extra = ((h - 3) % 2, (w - 3) % 2)
-    if extra == (0, 0):
-        return max_pool(x, 3, 2, name=name)
-    if extra == (1, 1):
-        return max_pool(x, 3, 2, padding="same", name=name)
-    # One even and one odd side: pad only the even one. The inputs are ReLU outputs (>= 0), so a
-    # zero row never wins a maximum, just as Caffe's overhanging window only sees the input.
-    x = layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=f"{name}_pad")(x)
-    return max_pool(x, 3, 2, name=name)
-
-
 def _aux_classifier(x, num_classes, name, output_name, dropout, activation, conv_options):
     """Section 5's side classifier: avg pool 5x5/3 (14x14 -> 4x4), 1x1 conv 128 + ReLU, FC 1024 +
     ReLU, dropout 0.7, linear + softmax. Layer names follow Caffe's ``loss1``/``loss2``."""
@@ -157,14 +134,6 @@ def _aux_classifier(x, num_classes, name, output_name, dropout, activation, conv
     x = layers.Dropout(dropout, name=f"{name}_drop_fc")(x)
     return classifier(x, num_classes, name=f"{name}_classifier", activation=activation,
                       output_name=output_name)
-
-
-def inference_model(model: keras.Model) -> keras.Model:
-    """The single-output network for evaluation and export: the same layers (so the same weights)
-    ending in ``predictions``, without the auxiliary classifiers used during training."""
-    if len(model.outputs) == 1:
-        return model
-    return keras.Model(model.input, model.get_layer("predictions").output, name=model.name)
 
 
 register("googlenet", googlenet, family="googlenet", input_shape=(224, 224, 3), min_size=47,

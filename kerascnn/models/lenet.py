@@ -18,7 +18,7 @@ import numpy as np
 from keras import layers, ops
 
 from ..layers import avg_pool, check_spatial, classifier, conv, image_input
-from ..registry import register
+from ..catalog import register
 
 __all__ = ["lenet5", "scaled_tanh", "FanInUniform", "Subsampling", "PartialConv2D",
            "EuclideanRBF", "C3_TABLE", "DIGIT_BITMAPS", "PAPER_PREPROCESSING"]

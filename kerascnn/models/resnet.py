@@ -25,7 +25,7 @@ import keras
 from keras import layers, ops
 
 from ..layers import classifier, conv, image_input, max_pool
-from ..registry import register
+from ..catalog import register
 
 __all__ = ["LAYOUTS", "STAGES", "CIFAR_STAGES", "resnet", "resnet_cifar", "basic_block",
            "bottleneck_block", "ZeroPadShortcut"]

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from ..layers import classifier, conv, image_input, max_pool
-from ..registry import register
+from ..catalog import register
 
 __all__ = ["vgg", "CFGS"]
 

@@ -1,6 +1,6 @@
 """Serving exported models the TF Serving way: its configuration files, REST and gRPC APIs.
 
-``python -m kerascnn serve --model-config serving/models.config`` runs
+``python -m kerascnn serve --model-config export/models.config`` runs
 :class:`~kerascnn.serving.server.ModelServer`, a TF Serving-compatible server for the
 ``export/NAME/VERSION/`` SavedModels (serving-protocol.md §1 to §3); ``serving/client.py`` and
 ``serving/docker-compose.yml`` (the official ``tensorflow/serving`` image) use the same files.

@@ -9,8 +9,8 @@
   (serving-protocol.md §3.4). Text format is matched by field name and type, so a typo or a bare
   scalar where a wrapper is expected (``max_batch_size: 32``) fails exactly as in the server.
 
-Base paths: the committed ``serving/models.config`` names container paths (``/models/NAME``), which
-docker-compose mounts from the repository's ``export/``. The local server maps the ``/models``
+Base paths: ``export/models.config`` (written by the export step) names container paths
+(``/models/NAME``), which docker-compose mounts from the repository's ``export/``. The local server maps the ``/models``
 prefix to ``--model-base-dir`` (default ``export``) and resolves relative base paths against the
 config file's folder (:func:`resolve_base_path`).
 """
@@ -179,6 +179,10 @@ def _leading_comments(text: str) -> str:
     return "\n".join(lines).rstrip() + "\n" if any(l.strip() for l in lines) else ""
 
 
+#: The static, commented template of models.config; a new models.config starts with its comments.
+_TEMPLATE = Path(__file__).resolve().parents[2] / "serving" / "models.config.template"
+
+
 def upsert_model_config(config_path, name: str, base_path: str | None = None, *,
                         version_policy=None, version_labels: dict | None = None):
     """Add model ``name`` to ``models.config``, or update its ``base_path``; return its ModelConfig.
@@ -193,7 +197,8 @@ def upsert_model_config(config_path, name: str, base_path: str | None = None, *,
         raise ConfigError(f"model name {name!r} cannot be served: it must be non-empty and contain "
                           "no '/' or ':' (TF Serving's URL pattern is [^/:]+)")
     config_path = Path(config_path)
-    text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+    text = config_path.read_text(encoding="utf-8") if config_path.exists() else \
+        _leading_comments(_TEMPLATE.read_text(encoding="utf-8")) if _TEMPLATE.is_file() else ""
     config = parse_model_server_config(text, config_path)
     config.model_config_list.SetInParent()
     entry = next((m for m in config.model_config_list.config if m.name == name), None)

@@ -360,16 +360,11 @@ class ModelManager:
 
 def _scan_versions(base: Path) -> dict[int, Path]:
     """Integer-named version folders that hold a SavedModel (``absl::SimpleAtoi`` names)."""
+    from ..sources import SAVED_MODEL_FILE, versions
     try:
-        entries = list(os.scandir(base))
+        return versions(base, require=SAVED_MODEL_FILE)
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    found = {}
-    for entry in entries:
-        name = entry.name
-        if entry.is_dir() and name.isdigit() and (Path(entry.path) / "saved_model.pb").is_file():
-            found[int(name)] = Path(entry.path)
-    return found
 
 
 def _stamp(path: Path) -> tuple:

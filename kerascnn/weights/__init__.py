@@ -13,24 +13,22 @@ inside the model) and loads the weights; :func:`manifest` gives the class names.
     >>> weights.manifest("resnet20", "cifar10")["class_names"][:2]
     ['airplane', 'automobile']
 
-:func:`ship` turns a finished ``train.py`` run directory into such an entry; :func:`save_run_dir`
-does the reverse (a run-directory-shaped folder that ``python -m kerascnn export`` accepts).
+:func:`kerascnn.weights.packing.ship` turns a finished ``train.py`` run directory into such an
+entry; :func:`~kerascnn.weights.packing.save_run_dir` does the reverse (a run directory that
+``python -m kerascnn export`` accepts). This module only reads entries: it imports no network.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
-from ..cli import UserError
-from ..files import atomic_path, atomic_write, write_json
+from ..errors import UserError
 
 __all__ = ["WeightsError", "available", "manifest", "weights_file", "load_weights",
-           "build_arguments", "ship", "save_run_dir", "MAX_BYTES", "DATA_LICENCES"]
+           "build_arguments", "run_record", "MAX_BYTES", "DATA_LICENCES"]
 
 HERE = Path(__file__).parent
 #: Shipped files stay small enough for the wheel (issue 8: "each well under 2 MB").
@@ -79,6 +77,14 @@ def manifest(name: str, tag: str) -> dict:
         raise WeightsError(f"no shipped weights {tag!r} for {name} ({hint}); shipped weights: "
                            f"{_listing()}")
     return meta
+
+
+def run_record(name: str, tag: str):
+    """The :class:`kerascnn.runs.RunConfig` of the run that made the shipped weights: the same
+    record as a run directory's config.json (class names, input, evaluation transform ...)."""
+    from ..runs import RunConfig
+    meta = manifest(name, tag)
+    return RunConfig.from_dict(meta["run"] if isinstance(meta.get("run"), dict) else meta)
 
 
 def weights_file(name: str, tag: str) -> Path:
@@ -131,113 +137,3 @@ def load_weights(model, name: str, tag: str) -> None:
         raise WeightsError(f"the shipped weights {tag!r} of {name} do not fit this model ({what}); "
                            f"build it at the training's input_shape "
                            f"{tuple(meta['input_shape'])}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Making and unmaking entries
-
-
-def ship(run_dir, tag: str, *, command: str, machine: str, reference: str = "",
-         notes: str = "", destination=None) -> Path:
-    """Package a finished ``train.py`` run as shipped weights ``{arch}_{tag}``; returns the manifest.
-
-    Reads ``model.keras`` (the inference model), ``config.json`` and ``metrics.json``; refuses a run
-    without preprocessing inside the model (raw pixels must work) or a file over :data:`MAX_BYTES`.
-    ``command`` is how the run was made, ``machine`` what it ran on, ``reference`` the paper's
-    number it compares with. Both files are written to temporary names and renamed.
-    """
-    import tensorflow as tf
-
-    from ..registry import load_model
-
-
-    run_dir = Path(run_dir)
-    for needed in ("model.keras", "config.json", "metrics.json"):
-        if not (run_dir / needed).is_file():
-            raise WeightsError(f"{run_dir} lacks {needed}: pass a finished train.py run directory")
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    if not config.get("preprocessing"):
-        raise WeightsError(f"{run_dir} was trained without in-model preprocessing; shipped weights "
-                           f"must take raw uint8 pixels")
-    name = config["arch"]
-    destination = Path(destination or HERE)
-    stem = f"{name}_{tag}"
-    model = load_model(run_dir / "model.keras")
-    tmp = destination / f".{stem}.tmp-{os.getpid()}.weights.h5"
-    try:
-        model.save_weights(tmp)
-        data = tmp.read_bytes()
-    finally:
-        tmp.unlink(missing_ok=True)
-    if len(data) > MAX_BYTES:
-        raise WeightsError(f"{stem}.weights.h5 would be {len(data):,} bytes, over the "
-                           f"{MAX_BYTES:,} bytes a shipped file may take")
-    data_info = config.get("data", {})
-    history = run_dir / "history.csv"
-    wall = metrics.get("wall_time_s")
-    if history.exists():  # a resumed run's metrics time only its last session: sum the epochs
-        import csv
-        with history.open(newline="") as f:
-            wall = round(sum(float(r.get("epoch_time_s") or 0) for r in csv.DictReader(f)), 1)
-    meta = {
-        "model": name, "tag": tag, "file": f"{stem}.weights.h5",
-        "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-        "num_classes": config["num_classes"], "input_shape": config["input_shape"],
-        "preprocessing": config["preprocessing"], "model_options": config.get("model_options", {}),
-        "class_names": config["class_names"],
-        "val_top1": round(metrics["val_top1"], 4), "val_top5": round(metrics["val_top5"], 4),
-        "val_loss": round(metrics["val_loss"], 4),
-        "epochs": config["epochs"], "wall_time_s": wall,
-        "images_per_s": metrics.get("images_per_s"), "machine": machine,
-        "dataset": config["dataset"],
-        "split": {"train_images": data_info.get("train_images"),
-                  "val_images": data_info.get("val_images"),
-                  "val_source": data_info.get("val_source"),
-                  "val_split": data_info.get("val_split"), "seed": config.get("seed")},
-        "data_name": data_info.get("name"),
-        "augment": config.get("recipe", {}).get("augment"),
-        "recipe": config.get("recipe", {}),
-        "batch_size": config.get("batch_size"),
-        "command": command,
-        "date": datetime.date.fromtimestamp(history.stat().st_mtime if history.exists()
-                                            else (run_dir / "metrics.json").stat().st_mtime
-                                            ).isoformat(),
-        "versions": config.get("versions", {}),
-        "data_licence": DATA_LICENCES.get(data_info.get("name"), "see the dataset's own terms"),
-        "reference": reference, "notes": notes,
-        "tensorflow_at_packing": tf.__version__,
-    }
-    atomic_write(destination / f"{stem}.weights.h5", data)
-    target = destination / f"{stem}.json"
-    atomic_write(target, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-    return target
-
-
-def save_run_dir(name: str, tag: str, directory) -> Path:
-    """Write the shipped model ``name:tag`` as a run-directory-shaped folder (``model.keras``,
-    ``config.json``, ``metrics.json``) that ``python -m kerascnn export DIR --name NAME`` takes,
-    so ``kerascnn predict`` works offline with shipped weights. Returns the folder."""
-    from ..registry import get_model
-
-    meta = manifest(name, tag)
-    directory = Path(directory)
-    if (directory / "model.keras").exists():
-        raise WeightsError(f"{directory} already holds a model.keras; choose another folder")
-    directory.mkdir(parents=True, exist_ok=True)
-    model = get_model(name, weights=tag)
-    with atomic_path(directory / "model.keras", keep_suffix=True) as tmp:
-        model.save(tmp)
-    write_json(directory / "config.json", {
-        "arch": name, "num_classes": meta["num_classes"], "class_names": meta["class_names"],
-        "input_shape": meta["input_shape"], "preprocessing": meta["preprocessing"],
-        "model_options": meta.get("model_options", {}), "dataset": meta["dataset"],
-        "recipe": meta.get("recipe", {}), "seed": meta["split"]["seed"], "epochs": meta["epochs"],
-        "batch_size": meta.get("batch_size"), "versions": meta.get("versions", {}),
-        "data": {"name": meta.get("data_name"), **meta["split"]},
-        "weights": f"{name}:{tag}"})
-    write_json(directory / "metrics.json", {
-        "val_top1": meta["val_top1"], "val_top5": meta["val_top5"], "val_loss": meta["val_loss"],
-        "epochs": meta["epochs"], "wall_time_s": meta.get("wall_time_s"),
-        "weights": f"{name}:{tag}"})
-    return directory

@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from ..cli import run_reporting_errors
-from . import WeightsError, available, save_run_dir
+from . import WeightsError, available
+from .packing import save_run_dir
 
 
 def _run(args) -> int:

@@ -1,0 +1,110 @@
+"""``python -m kerascnn train`` and ``train.py`` (the same command): the command line of training."""
+
+from __future__ import annotations
+
+from .. import data as data_lib
+from ..backend import BACKENDS
+from ..errors import UserError
+from ..recipes import BUDGET_RECIPES, VARIANTS, recipe_for
+from .evaluation import evaluate
+from .lifecycle import SAMPLE_MAX_SIZE, TrainConfig, train
+from .multiworker import STRATEGIES
+
+__all__ = ["list_text", "add_arguments", "run"]
+
+
+def list_text() -> str:
+    """What ``train.py --list`` prints: the networks with their recipes, and the dataset forms."""
+    from ..registry import list_models, model_info
+    lines = ["architectures (paper input, smallest input, recipe):"]
+    for name in list_models():
+        info = model_info(name)
+        r = recipe_for(name)
+        shape = "x".join(map(str, info.input_shape))
+        lines.append(f"  {name:<16} {shape:<12} min {info.min_size:<4} {r.optimizer} lr "
+                     f"{r.effective_lr():g}, wd {r.weight_decay:g}, batch {r.batch_size}, "
+                     f"{r.epochs} epochs, {r.schedule}")
+    lines.append("")
+    lines.append("recipes (--recipe NAME):")
+    for variant, text in VARIANTS.items():
+        lines.append(f"  {variant:<8} {text}")
+    for family, r in BUDGET_RECIPES.items():
+        lines.append(f"  budget for {family}: {r.optimizer} lr {r.effective_lr():g} "
+                     f"{'nesterov ' if r.nesterov else ''}, wd {r.weight_decay:g}, label smoothing "
+                     f"{r.label_smoothing:g}, {r.epochs} epochs, {r.schedule} after "
+                     f"{r.warmup_epochs} warm-up epoch(s)")
+    lines.append("")
+    lines.append("datasets (--dataset SPEC):")
+    for form, text in data_lib.SPEC_FORMS.items():
+        lines.append(f"  {form:<20} {text}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser) -> None:
+    parser.epilog = ("example: python train.py --arch resnet20 --dataset "
+                     "folder:../shared/data/cifar10/train --recipe budget --epochs 30")
+    parser.add_argument("--arch", help="network to train (see --list)")
+    parser.add_argument("--dataset", metavar="SPEC",
+                        help="sample (default), tfds:NAME[/CONFIG], folder:PATH or idx:PATH")
+    parser.add_argument("--data-dir", help="TFDS data directory holding prepared datasets")
+    parser.add_argument("--val-split", type=float, default=0.1,
+                        help="held-out fraction per class when the data has no validation split")
+    parser.add_argument("--epochs", type=int, help="default: the paper's (6 on the sample)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (default: the paper's)")
+    parser.add_argument("--image-size", type=int,
+                        help=f"square input size (default: the paper's; at most {SAMPLE_MAX_SIZE} "
+                             f"on the sample)")
+    parser.add_argument("--lr", type=float, help="initial learning rate (default: the paper's)")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], help="default: the paper's (sgd)")
+    parser.add_argument("--weight-decay", type=float,
+                        help="L2 on conv/dense kernels added to the loss (0 turns it off)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="bfloat16 compute on CPU, float16 on GPU (weights stay float32)")
+    parser.add_argument("--recipe", choices=list(VARIANTS), default="paper",
+                        help="paper (default: the paper's recipe, exact) or budget (far fewer "
+                             "epochs; CIFAR ResNets; see --list)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="none",
+                        help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-dir", help="run directory (default: runs/ARCH-DATASET)")
+    parser.add_argument("--evaluate", metavar="RUN_DIR",
+                        help="evaluate a trained run (on --dataset if given) instead of training")
+    parser.add_argument("--flip", action="store_true",
+                        help="with --evaluate: also report top-1 with test-time flip averaging "
+                             "(beside the plain figure)")
+    parser.add_argument("--list", action="store_true", help="list architectures and dataset forms")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend (default: $KERAS_BACKEND or tensorflow); the same "
+                             "recipes and tf.data input on each; --strategy needs tensorflow")
+
+
+def run(args) -> int:
+    if args.list:
+        print(list_text())
+        return 0
+    if args.evaluate:
+        report = evaluate(args.evaluate, args.dataset, data_dir=args.data_dir,
+                          batch_size=args.batch_size or 128, flip=args.flip)
+        print(f"{report['run_dir']} on {report['dataset']} ({report['split']}, {report['images']} "
+              f"images): top-1 {report['top1']:.2%}, top-{report['top5_k']} {report['top5']:.2%}, "
+              f"loss {report['loss']:.4f}"
+              + (f"; with flip averaging top-1 {report['top1_flip']:.2%}" if args.flip else ""))
+        width = max(len(n) for n in report["per_class_accuracy"])
+        for name, acc in report["per_class_accuracy"].items():
+            print(f"  {name:<{width}}  {'-' if acc is None else f'{acc:.2%}'}")
+        print(f"saved {report['saved']}")
+        return 0
+    if not args.arch:
+        raise UserError("--arch NAME is required (or --list, or --evaluate RUN_DIR; see --list "
+                        "for the networks)")
+    import keras
+    if keras.backend.backend() != "tensorflow" and args.strategy not in (None, "none"):
+        raise UserError(f"--strategy {args.strategy} is tf.distribute and needs the tensorflow "
+                        f"backend (this run uses {keras.backend.backend()})")
+    cfg = TrainConfig(arch=args.arch, dataset=args.dataset, data_dir=args.data_dir,
+                      val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size,
+                      image_size=args.image_size, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, mixed_precision=args.mixed_precision,
+                      recipe=args.recipe, seed=args.seed, run_dir=args.run_dir, strategy=args.strategy)
+    train(cfg)
+    return 0
