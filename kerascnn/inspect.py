@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 from .arithmetic import SizeError
-from .layer_table import (COLUMNS, LayerRow, Totals, _fmt_shape, _shape, human,  # noqa: F401
-                          layer_table, table_totals, trace_sizes)
+from . import layer_table as _table
+from .layer_table import (COLUMNS, RF_COLUMNS, LayerRow, Totals, _fmt_shape,  # noqa: F401
+                          _shape, human, table_totals, trace_sizes)
 
 __all__ = ["LayerRow", "Totals", "layer_table", "table_totals", "trace_sizes", "resolve_model",
-           "to_csv", "to_markdown", "to_rich", "COLUMNS", "add_arguments", "run", "human"]
+           "to_csv", "to_markdown", "to_rich", "COLUMNS", "RF_COLUMNS", "columns", "add_arguments",
+           "run", "human"]
 
 # --- resolving MODEL ----------------------------------------------------------------------------
 
@@ -104,30 +106,64 @@ def _load(path: Path):
                          f"re-save it with model.save('model.keras')") from None
 
 
+# --- the table, with receptive fields on request -----------------------------------------------
+
+def layer_table(model, *, all_layers: bool = False,
+                receptive_field: bool = False) -> list[LayerRow]:
+    """:func:`kerascnn.layer_table.layer_table`; with ``receptive_field`` each row's ``field`` is
+    its layer's receptive field (:func:`kerascnn.receptive_fields.receptive_fields`: size, jump,
+    start; None after a layer without one, such as a transposed convolution), and the renderers
+    below add the :data:`RF_COLUMNS`."""
+    rows = _table.layer_table(model, all_layers=all_layers)
+    if not receptive_field:
+        return rows
+    from dataclasses import replace
+
+    from .receptive_fields import receptive_fields
+    fields = receptive_fields(model)
+    return [replace(row, field=fields.get(row.name)) for row in rows]
+
+
+def has_fields(rows) -> bool:
+    """Whether ``rows`` carry receptive fields (``layer_table(..., receptive_field=True)``)."""
+    return any(row.field is not None for row in rows)
+
+
+def columns(rows) -> tuple[str, ...]:
+    """The headings of ``rows``' table: :data:`COLUMNS`, then :data:`RF_COLUMNS` with fields."""
+    return COLUMNS + RF_COLUMNS if has_fields(rows) else COLUMNS
+
+
 # --- rendering ----------------------------------------------------------------------------------
 
 _NOTE = ("F kernel, S stride, P zero padding (before/after when uneven), K filters or units; "
          "MACs count conv and fc layers only")
 _BN_NOTE = "batch norm rows count gamma and beta as weights"
+_RF_NOTE = ("RF receptive field size r, jump j (cumulative stride) and start (the centre of "
+            "unit (0,0)'s field; negative: in the padding), in input pixels")
 
 
 def _notes(rows) -> list[str]:
     notes = [_NOTE]
     if any(r.layer_class == "BatchNormalization" for r in rows):
         notes.append(_BN_NOTE)
+    if has_fields(rows):
+        notes.append(_RF_NOTE)
     return notes
 
 
 def to_csv(rows: list[LayerRow], totals: Totals | None = None) -> str:
-    """The table as CSV (plain integers), ending in a ``total`` row."""
+    """The table as CSV (plain integers), ending in a ``total`` row (receptive-field columns
+    when the rows carry them)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    fields = has_fields(rows)
+    writer.writerow(columns(rows))
     for row in rows:
-        writer.writerow(row.cells().values())
+        writer.writerow(row.cells(fields).values())
     if totals is not None:
         writer.writerow(["total", "", "", "", "", "", "", "", totals.weights, totals.biases,
-                         totals.macs])
+                         totals.macs] + [""] * (len(RF_COLUMNS) if fields else 0))
     return buffer.getvalue()
 
 
@@ -139,10 +175,12 @@ def to_markdown(rows: list[LayerRow], totals: Totals | None = None) -> str:
     def fmt(key, value):
         return f"{value:,}" if isinstance(value, int) and key != "K" else str(value)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |",
-             "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|"]
+    heads, fields = columns(rows), has_fields(rows)
+    lines = ["| " + " | ".join(heads) + " |",
+             "|" + "|".join("---:" if c in _NUMERIC or c in RF_COLUMNS else "---"
+                            for c in heads) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(fmt(k, v) for k, v in row.cells().items()) + " |")
+        lines.append("| " + " | ".join(fmt(k, v) for k, v in row.cells(fields).items()) + " |")
     lines.append("")
     if totals is not None:
         lines.append(totals.line())
@@ -157,12 +195,13 @@ def to_rich(rows: list[LayerRow], totals: Totals | None = None, *, title: str | 
 
     caption = "; ".join(_notes(rows))
     table = Table(title=title, caption=caption, caption_justify="left", show_lines=False)
-    for column in COLUMNS:
-        right = column in _NUMERIC | {"F", "S", "P"}
+    fields = has_fields(rows)
+    for column in columns(rows):
+        right = column in _NUMERIC | {"F", "S", "P"} | set(RF_COLUMNS)
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for row in rows:
         table.add_row(*(f"{v:,}" if isinstance(v, int) and k != "K" else str(v)
-                        for k, v in row.cells().items()))
+                        for k, v in row.cells(fields).items()))
     if totals is not None:
         table.add_section()
         table.add_row("total", "", "", "", "", "", "", "", f"{totals.weights:,}",
@@ -232,6 +271,9 @@ def add_arguments(parser) -> None:
                         help="table (default, rich), csv or markdown for notes")
     parser.add_argument("--all-layers", action="store_true",
                         help="also list activations, dropout and preprocessing layers")
+    parser.add_argument("--receptive-field", action="store_true",
+                        help="add each layer's receptive field: size r, jump j (cumulative "
+                             "stride) and start (centre of unit (0,0)'s field), in input pixels")
     group = parser.add_argument_group(
         "model options", "passed to the family builder; write them after MODEL (--aux-logits, "
         "--stride-on 1x1, --batch-norm false); see kerascnn.model_info(NAME).accepted_options()")
@@ -253,7 +295,8 @@ def run(args) -> int:
     try:
         model = resolve_model(args.model, input_shape=args.input_shape,
                               num_classes=args.num_classes, **options)
-        rows = layer_table(model, all_layers=args.all_layers)
+        rows = layer_table(model, all_layers=args.all_layers,
+                           receptive_field=args.receptive_field)
     except (SizeError, UnknownModelError):
         raise
     except ValueError as exc:  # a bad option value or file: one line, exit 2

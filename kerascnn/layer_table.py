@@ -18,6 +18,8 @@ weights, ``W2*H2*K*F*F*D1/groups`` MACs) from the Keras graph, then totalled. Co
   trainable and appear only in the totals' non-trainable count.
 - Activations, dropout and in-model preprocessing change no size and hold no parameters: they
   are left out unless ``all_layers=True``.
+- ``kerascnn.inspect.layer_table(..., receptive_field=True)`` sets each row's ``field`` (its
+  receptive field) and the table gains :data:`RF_COLUMNS` after MACs (opt-in).
 
 The library part returns data (:func:`layer_table`, :func:`table_totals`, :func:`to_csv`,
 :func:`to_markdown`); only :func:`run` prints.
@@ -31,11 +33,14 @@ from dataclasses import dataclass
 from .arithmetic import (SizeError, batch_norm_params, conv_macs, conv_params, dense_macs,
                          dense_params, output_size, same_padding)
 
-__all__ = ["LayerRow", "Totals", "layer_table", "table_totals", "trace_sizes", "COLUMNS", "human"]
+__all__ = ["LayerRow", "Totals", "layer_table", "table_totals", "trace_sizes", "COLUMNS",
+           "RF_COLUMNS", "human"]
 
 #: Column headings, in the lecture's order (shapes are written width x height x depth).
 COLUMNS = ("layer", "type", "F", "S", "P", "K", "input WxHxD", "output WxHxD", "weights", "biases",
            "MACs")
+#: Receptive field size r, jump j and start: ``kerascnn.inspect.layer_table(receptive_field=True)``
+RF_COLUMNS = ("RF", "jump", "start")
 
 #: The lecture's word for each Keras layer class.
 _TYPES = {
@@ -73,6 +78,7 @@ class LayerRow:
     inputs: tuple = ()
     layer_class: str = ""
     merged: tuple[str, ...] = ()  # the ZeroPadding2D layers folded into this row's P
+    field: object = None  # its arithmetic.ReceptiveField (inspect's receptive_field=True)
 
     @property
     def params(self) -> int:
@@ -99,14 +105,21 @@ class LayerRow:
     def k(self):
         return self.filters
 
-    def cells(self) -> dict[str, object]:
-        """The row as the table shows it: compact strings for F/S/P/shapes, ints for counts."""
-        return {"layer": self.name, "type": self.type, "F": _fmt_pair(self.kernel),
+    def cells(self, receptive_field: bool = False) -> dict[str, object]:
+        """The row as the table shows it: compact strings for F/S/P/shapes, ints for counts;
+        with ``receptive_field`` the :data:`RF_COLUMNS` too (empty where the row has no field)."""
+        cells = {"layer": self.name, "type": self.type, "F": _fmt_pair(self.kernel),
                 "S": _fmt_pair(self.strides), "P": _fmt_padding(self.padding),
                 "K": "" if self.filters is None else self.filters,
                 "input WxHxD": _fmt_inputs(self.inputs or (self.input_shape,), self.type),
                 "output WxHxD": _fmt_shape(self.output_shape), "weights": self.weights,
                 "biases": self.biases, "MACs": self.macs}
+        if receptive_field:
+            f = self.field
+            cells.update({"RF": "" if f is None else _fmt_pair(f.size),
+                          "jump": "" if f is None else _fmt_pair(f.jump),
+                          "start": "" if f is None else _fmt_start(f.start)})
+        return cells
 
 
 @dataclass(frozen=True)
@@ -154,13 +167,15 @@ def _node_of(tensor):
     return operation._inbound_nodes[node_index]
 
 
-def _graph(model):
+def graph_nodes(model) -> list:
     """The model's call nodes in topological order, each branch listed whole before the next
-    (depth first from the outputs, so an inception module reads 1x1, 3x3 reduce, 3x3, ...)."""
+    (depth first from the outputs, so an inception module reads 1x1, 3x3 reduce, 3x3, ...);
+    iterative, since ResNet-1202 is 4,000 layers deep."""
     outputs = getattr(model, "outputs", None)
     if not outputs:
-        raise ValueError(f"model {model.name!r} has no graph yet: build it on an input first "
-                         f"(a functional model, or a Sequential one that starts with keras.Input)")
+        raise ValueError(f"model {getattr(model, 'name', model)!r} has no graph yet: build it on "
+                         f"an input first (a functional model, or a Sequential one that starts "
+                         f"with keras.Input)")
     order, done = [], set()
     stack = [(_node_of(t), False) for t in reversed(outputs)]
     while stack:
@@ -174,6 +189,12 @@ def _graph(model):
         stack.append((node, True))
         stack.extend((_node_of(t), False) for t in reversed(node.input_tensors)
                      if id(_node_of(t)) not in done)
+    return order
+
+
+def _graph(model):
+    """:func:`graph_nodes` and, per tensor, the nodes that consume it (None: a model output)."""
+    order, outputs = graph_nodes(model), model.outputs
     consumers: dict[int, list] = {}
     for node in order:
         for t in node.input_tensors:
@@ -392,6 +413,12 @@ def _fmt_pair(pair) -> str:
     if pair is None:
         return ""
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def _fmt_start(start) -> str:
+    """Unit (0, 0)'s centre: ``6.5`` when both axes agree, else ``y,x``."""
+    texts = [f"{float(v):g}" for v in start]
+    return texts[0] if texts[0] == texts[1] else ",".join(texts)
 
 
 def _fmt_padding(padding) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .arithmetic import (ReceptiveField, merge_receptive_fields,  # noqa: F401
                          receptive_field_step, same_padding)
+from .layer_table import graph_nodes
 
 __all__ = ["receptive_fields", "graph_nodes"]
 
@@ -79,33 +80,6 @@ class _NoField(ValueError):
 def _record(name, kind, axes, out):
     (rh, jh, sh), (rw, jw, sw) = axes
     return ReceptiveField(name, kind, (rh, rw), (jh, jw), (float(sh), float(sw)), out)
-
-
-def graph_nodes(model):
-    """The model's call nodes in topological order (iterative: ResNet-1202 is 4,000 layers deep)."""
-    outputs = getattr(model, "outputs", None)
-    if not outputs:
-        raise ValueError(f"model {getattr(model, 'name', model)!r} has no graph yet: build it on "
-                         f"an input first (a functional model, or a Sequential one that starts "
-                         f"with keras.Input)")
-
-    def node_of(tensor):
-        operation, node_index, _ = tensor._keras_history
-        return operation._inbound_nodes[node_index]
-
-    order, done, stack = [], set(), [(node_of(t), False) for t in reversed(outputs)]
-    while stack:
-        node, expanded = stack.pop()
-        if id(node) in done:
-            continue
-        if expanded:
-            done.add(id(node))
-            order.append(node)
-            continue
-        stack.append((node, True))
-        stack.extend((node_of(t), False) for t in reversed(node.input_tensors)
-                     if id(node_of(t)) not in done)
-    return order
 
 
 def _map_size(shape):

@@ -8,6 +8,8 @@ Every training run writes it (``python -m kerascnn visualize report RUN_DIR`` wr
                                            first (the most confident mistakes first)
     RUN_DIR/confusion_matrix.png           rows: true class, columns: predicted
     RUN_DIR/architecture.png               the volume W x H x D after each layer or block
+    RUN_DIR/gradcam_mistakes.png           Grad-CAM of the predicted class on the most confident
+                                           mistakes (kerascnn.explain; at most GRADCAM_IMAGES)
 
 and the page adds the headline metrics, the per-class accuracy, the model's layer table from
 ``kerascnn inspect`` and the recipe. Plots come from :mod:`kerascnn.plots`, the table from
@@ -29,16 +31,19 @@ import numpy as np
 from . import plots
 from .errors import UserError
 
-__all__ = ["REPORT_FILE", "PREDICTIONS_FILE", "ARCHITECTURE_FILE", "GRID_IMAGES", "PREDICT_LIMIT",
-           "write_report", "write_report_or_warn", "validation_predictions", "mistakes_first",
-           "model_table_html"]
+__all__ = ["REPORT_FILE", "PREDICTIONS_FILE", "ARCHITECTURE_FILE", "GRADCAM_FILE", "GRID_IMAGES",
+           "PREDICT_LIMIT", "GRADCAM_IMAGES", "write_report", "write_report_or_warn",
+           "validation_predictions", "mistakes_first", "model_table_html"]
 
 REPORT_FILE = "report.html"
 PREDICTIONS_FILE = "validation_predictions.png"
 ARCHITECTURE_FILE = "architecture.png"
+GRADCAM_FILE = "gradcam_mistakes.png"
 #: Validation images drawn in the grid, and how many are predicted to find the mistakes among.
 GRID_IMAGES = 32
 PREDICT_LIMIT = 512
+#: Most confident mistakes shown with Grad-CAM (one gradient pass over this many images).
+GRADCAM_IMAGES = 8
 
 
 class ReportWarning(UserWarning):
@@ -200,13 +205,14 @@ def write_report(run_dir, *, model=None, val_data=None, metrics: dict | None = N
         plots.confusion_matrix(np.asarray(metrics["confusion_matrix"]), class_names,
                                run_dir / "confusion_matrix.png",
                                title=f"validation top-1 {metrics.get('val_top1', 0):.1%}")
-    grid_note = _predictions_png(run, model, val_data, config, class_names)
+    grid_note, predicted = _predictions_png(run, model, val_data, config, class_names)
+    cam_note = _gradcam_png(run_dir, model, predicted, class_names)
     volumes = architecture_volumes(model)
     plots.save_figure(plots.architecture_figure(
         volumes, title=f"{config.arch}: the volume W×H×D after each layer or "
                        f"block ({volumes[0].shape_text} input)"), run_dir / ARCHITECTURE_FILE)
 
-    page = _page(run_dir, config, metrics, model, grid_note)
+    page = _page(run_dir, config, metrics, model, grid_note, cam_note)
     path = run_dir / REPORT_FILE
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -225,8 +231,9 @@ def write_report_or_warn(run_dir, **kwargs) -> Path | None:
         return None
 
 
-def _predictions_png(run, model, val_data, config, class_names) -> str:
-    """Draw the validation grid; returns a sentence about it (or why it is missing)."""
+def _predictions_png(run, model, val_data, config, class_names):
+    """Draw the validation grid; returns a sentence about it (or why it is missing) and the
+    ``(images, labels, probabilities)`` predicted (None without them)."""
     run_dir = run.path
     if val_data is None:
         try:
@@ -234,10 +241,10 @@ def _predictions_png(run, model, val_data, config, class_names) -> str:
         except Exception as exc:  # the dataset may live on another machine
             (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
             return (f"The validation images of {config.dataset} are not readable here "
-                    f"({exc}).")
+                    f"({exc})."), None
     images, labels, probs = validation_predictions(model, val_data)
     if not len(images):
-        return "The validation split is empty."
+        return "The validation split is empty.", None
     predicted = probs.argmax(axis=1)
     wrong = int((predicted != labels).sum())
     order = mistakes_first(labels, probs)
@@ -252,18 +259,58 @@ def _predictions_png(run, model, val_data, config, class_names) -> str:
         columns=8)
     plots.save_figure(fig, run_dir / PREDICTIONS_FILE)
     return (f"{len(order)} of the first {len(labels)} validation images; {wrong} of those "
-            f"{len(labels)} are misclassified. Red: a mistake, green: correct.")
+            f"{len(labels)} are misclassified. Red: a mistake, green: correct."), \
+        (images, labels, probs)
 
 
-def _page(run_dir: Path, run_config, metrics: dict, model, grid_note: str) -> str:
+def _gradcam_png(run_dir: Path, model, predicted, class_names) -> str:
+    """Grad-CAM of the predicted class on the :data:`GRADCAM_IMAGES` most confident mistakes;
+    returns a sentence about it. Never raises: the page says why the figure is missing."""
+    path = run_dir / GRADCAM_FILE
+    path.unlink(missing_ok=True)  # never show a previous report's mistakes
+    if predicted is None:
+        return "No validation images, so no mistakes to explain."
+    images, labels, probs = predicted
+    wrong = np.flatnonzero(probs.argmax(axis=1) != labels)
+    if not len(wrong):
+        return f"None of the first {len(labels)} validation images is misclassified."
+    chosen = mistakes_first(labels, probs)[:min(len(wrong), GRADCAM_IMAGES)]
+    try:
+        from .explain import default_cam_layer, grad_cam
+        from .explain.figures import heatmap_grid_figure
+
+        layer = default_cam_layer(model)
+        pred = probs[chosen].argmax(axis=1)
+        maps = grad_cam(model, images[chosen], class_index=pred, layer=layer)
+        names = class_names or [str(i) for i in range(probs.shape[1])]
+        titles = [f"{plots._short(names[p])} {probs[i, p]:.0%}\ntrue: "
+                  f"{plots._short(names[labels[i]])}" for i, p in zip(chosen, pred)]
+        fig = heatmap_grid_figure(
+            images[chosen], maps, "gradcam", titles, colours=["#c62828"] * len(chosen),
+            title=f"Grad-CAM at {layer} of the predicted class: the {len(chosen)} most confident "
+                  f"mistakes", columns=4)
+        plots.save_figure(fig, path)
+    except Exception as exc:  # an explanation is an extra: the report goes on without it
+        path.unlink(missing_ok=True)
+        return f"Grad-CAM could not be drawn for this model ({type(exc).__name__}: {exc})."
+    return (f"Where the network looked (Grad-CAM at layer {layer}, Selvaraju et al. 2017; red: "
+            f"most important to the predicted class) on the {len(chosen)} most confident of the "
+            f"{len(wrong)} mistakes.")
+
+
+def _page(run_dir: Path, run_config, metrics: dict, model, grid_note: str,
+          cam_note: str = "") -> str:
     config = run_config.to_dict()
     arch = config.get("arch", model.name)
     dataset = config.get("dataset", "?")
     data = config.get("data") or {}
-    k = metrics.get("top5_k", 5)
+    k = metrics.get("top5_k", 5)  # None: as few classes as k, where top-k cannot fail
     h, w, c = config.get("input_shape", ["?", "?", "?"])
-    cards = [("top-1", _percent(metrics.get("val_top1"))), (f"top-{k}", _percent(
-        metrics.get("val_top5"))), ("loss", f"{metrics.get('val_loss', float('nan')):.4f}"),
+    cards = [("top-1", _percent(metrics.get("val_top1"))),
+             *([(f"top-{k}", _percent(metrics.get("val_top5")))] if k else []),
+             *([("top-1, flip averaged", _percent(metrics["val_top1_flip"]))]
+               if metrics.get("val_top1_flip") is not None else []),
+             ("loss", f"{metrics.get('val_loss', float('nan')):.4f}"),
         ("epochs", config.get("epochs", "?")),
         ("training time", f"{metrics.get('wall_time_s', 0):.0f} s"),
         ("images/s", metrics.get("images_per_s", "n/a"))]
@@ -291,6 +338,9 @@ def _page(run_dir: Path, run_config, metrics: dict, model, grid_note: str) -> st
                 ("model options", config.get("model_options")),
                 ("epochs", config.get("epochs")), ("batch size", config.get("batch_size")),
                 ("seed", config.get("seed")), ("versions", config.get("versions"))]
+    cam_figure = _figure(GRADCAM_FILE, "Grad-CAM of the predicted class on the most confident "
+                         "mistakes: predicted class, probability and true class above each",
+                         run_dir) if (run_dir / GRADCAM_FILE).is_file() else ""
     generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -316,6 +366,10 @@ kerascnn.</p>
 <h2>Validation images</h2>
 <p>{_e(grid_note)}</p>
 {_figure(PREDICTIONS_FILE, "predicted class (probability) and true class", run_dir)}
+
+<h2>What the network looked at</h2>
+<p>{_e(cam_note)}</p>
+{cam_figure}
 
 <h2>Confusion matrix</h2>
 {_figure("confusion_matrix.png", "rows: true class, columns: predicted class", run_dir)}

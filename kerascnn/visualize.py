@@ -11,10 +11,15 @@
                                                   layer at each spatial size, one per stage)
     visualize architecture NAME|MODEL             the volume W x H x D after each layer or block,
                                                   to scale on a log axis, stages labelled
+    visualize occlusion|gradcam MODEL IMAGE...    heat maps of what the class depends on
+    visualize top-patches MODEL --dataset SPEC --layer NAME
+                                                  the patches that excite each feature map
+                                                  most (these three: kerascnn.explain.pngs)
     visualize report RUN_DIR                      (re)write a run's report.html
 
-MODEL is a run directory, a ``.keras`` file, an exported SavedModel (``export/NAME/VERSION``, or
-``export/NAME`` for its newest version) or a registered name (untrained: random weights). A
+MODEL is a run directory, a ``.keras`` file, shipped weights ``MODEL:TAG``, an exported
+SavedModel (``export/NAME/VERSION``, or ``export/NAME`` for its newest version) or a registered
+name (untrained: random weights). A
 SavedModel keeps its variables but not the Keras graph: its filters can be drawn (the 4-D variables
 named ``LAYER/kernel``), its feature maps cannot (the run directory or ``.keras`` file can).
 
@@ -25,8 +30,6 @@ to a temporary name and renamed (:func:`kerascnn.plots.save_figure`).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,11 @@ from . import plots, primer
 from .architecture import BLOCKS, architecture_volumes
 from .arithmetic import SizeError
 from .errors import UserError
+from .pictures import (OUT_DIR, ModelSource, Saved, load_model_source, model_image,  # noqa: F401
+                       read_image)
+from .pictures import choices as _choices
+from .pictures import save_png as _save
+from .pictures import slug as _slug
 
 __all__ = ["Saved", "ModelSource", "LECTURE_KERNELS", "BLOCKS", "OUT_DIR", "read_image",
            "apply_kernels", "load_model_source", "conv_layers", "conv_kernel",
@@ -44,8 +52,6 @@ __all__ = ["Saved", "ModelSource", "LECTURE_KERNELS", "BLOCKS", "OUT_DIR", "read
 
 #: The lecture's three kernels, in the order the figure shows them.
 LECTURE_KERNELS = {"blur": primer.BLUR, "sharpen": primer.SHARPEN, "edge": primer.EDGE}
-#: Where the PNGs go without ``--out``.
-OUT_DIR = Path("visualizations")
 #: ``kernels`` shrinks larger photos to this longest side first (the primer is plain NumPy).
 KERNELS_MAX_SIZE = 512
 
@@ -54,54 +60,8 @@ _NOT_FEATURES = {"InputLayer", "Rescaling", "Normalization", "ZeroPadding2D", "D
                  "SpatialDropout2D"}
 
 
-@dataclass
-class Saved:
-    """A written PNG: its path, its size in pixels, the image panels it shows and its texts;
-    ``details`` holds what was computed (filtered images, volumes, layer names ...)."""
-
-    path: Path
-    size: tuple[int, int]
-    panels: list[plots.Panel]
-    texts: list[str]
-    details: dict = field(default_factory=dict)
-
-
-@dataclass
-class ModelSource:
-    """What MODEL named: a Keras model, or the directory of an exported SavedModel."""
-
-    name: str
-    model: object | None = None
-    saved_model: Path | None = None
-    transform: object | None = None      # the run's EvalTransform (None: fit to the input size)
-    trained: bool = True
-
-
 # --------------------------------------------------------------------------------------------
 # Images
-
-
-def read_image(path, *, max_size: int | None = None) -> np.ndarray:
-    """A JPEG/PNG/GIF/BMP file as uint8 ``(H, W)`` (grayscale files) or ``(H, W, 3)``.
-
-    With ``max_size`` a larger image is shrunk (Lanczos, aspect kept) to that longest side.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
-            im = im.convert("L" if gray else "RGB")
-            if max_size and max(im.size) > max_size:
-                im.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
-            return np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read {path} as an image ({exc}); pass a JPEG, PNG, GIF or BMP "
-                        f"file") from None
 
 
 def apply_kernels(image, kernels: dict | None = None) -> dict:
@@ -113,37 +73,6 @@ def apply_kernels(image, kernels: dict | None = None) -> dict:
 
 # --------------------------------------------------------------------------------------------
 # MODEL
-
-
-def load_model_source(spec, *, preprocessing: str | None = None) -> ModelSource:
-    """Resolve MODEL (:func:`kerascnn.sources.resolve`): a run directory, a ``.keras`` file, an
-    exported SavedModel or a registered name (built untrained; ``preprocessing`` then makes it
-    take uint8 pixels, ``"auto"`` picks ImageNet's statistics for colour networks and [0, 1] for
-    grayscale ones)."""
-    from . import inspect
-    from .sources import resolve
-
-    ref = resolve(spec).require("name", "run", "keras", "savedmodel", command="visualize")
-    if ref.kind == "savedmodel":
-        return ModelSource(ref.display_name, saved_model=ref.path)
-    options = {}
-    if ref.kind == "name" and preprocessing:
-        from .registry import model_info
-        channels = model_info(ref.spec).input_shape[-1]
-        options["preprocessing"] = preprocessing if preprocessing != "auto" else \
-            "imagenet" if channels == 3 else "unit"
-    try:
-        model = inspect.resolve_model(ref.spec if ref.kind == "name" else ref.path, **options)
-    except SizeError:
-        raise
-    except ValueError as exc:
-        raise UserError(f"{exc} (MODEL is a run directory, a .keras file, an exported SavedModel "
-                        f"folder export/NAME/VERSION or a registered model name)") from None
-    if ref.kind == "name":
-        return ModelSource(model.name, model=model, trained=False)
-    run = ref.run_dir
-    transform = run.read_config().eval_transform if run is not None else None
-    return ModelSource(ref.display_name, model=model, transform=transform)
 
 
 def conv_layers(model) -> list[str]:
@@ -167,11 +96,6 @@ def _savedmodel_kernels(directory: Path) -> dict[str, np.ndarray]:
         if name.endswith("/kernel") and len(variable.shape) == 4:
             found[name[:-len("/kernel")]] = variable.numpy()
     return found
-
-
-def _choices(names, limit: int = 60) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 def conv_kernel(source: ModelSource, layer: str | None = None) -> tuple[str, np.ndarray]:
@@ -220,15 +144,6 @@ def default_feature_layers(model) -> list[str]:
     return list(last.values())
 
 
-def model_image(source: ModelSource, path) -> np.ndarray:
-    """The image file at ``path`` as ``source``'s model sees it: uint8 ``[H, W, C]`` fitted as the
-    run's validation images were (kerascnn.export's image path, shared with serving)."""
-    from .transforms import EvalTransform, load_images
-
-    shape = tuple(int(d) for d in source.model.input.shape[1:])
-    return load_images([path], source.transform or EvalTransform.default(shape))[0]
-
-
 def feature_maps(model, image, layers) -> list[tuple[str, np.ndarray]]:
     """The activations ``(name, H x W x D)`` of ``layers`` for one uint8 ``image``.
 
@@ -258,22 +173,6 @@ def feature_maps(model, image, layers) -> list[tuple[str, np.ndarray]]:
 
 # --------------------------------------------------------------------------------------------
 # The PNGs
-
-
-def _save(fig, path, **details) -> Saved:
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise UserError(f"--out must name a .png file, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plots.save_figure(fig, path)
-    from PIL import Image
-    with Image.open(path) as written:
-        size = written.size
-    return Saved(path, size, plots.panels(fig), plots.figure_texts(fig, draw=False), details)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "model"
 
 
 def kernels(image_path, out=None, *, max_size: int = KERNELS_MAX_SIZE) -> Saved:
@@ -397,8 +296,48 @@ def add_arguments(parser) -> None:
                    help="a model option, e.g. --option batch_norm=true (repeatable)")
     p.add_argument("--out", help=out_help)
 
+    _explain_arguments(sub, out_help)
+
     p = sub.add_parser("report", help="(re)write a training run's report.html")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+
+
+def _explain_arguments(sub, out_help: str) -> None:
+    """occlusion, gradcam and top-patches (:mod:`kerascnn.explain.pngs`)."""
+    from .inspect import _positive
+
+    model_help = ("run directory, .keras file, shipped weights MODEL:TAG (e.g. lenet5:mnist) or "
+                  "registered name (untrained)")
+    for kind, text in (("occlusion", "the drop in the class's probability as a grey square "
+                                     "slides over each image (Zeiler & Fergus 2013)"),
+                       ("gradcam", "Grad-CAM heat maps (Selvaraju et al. 2017)")):
+        p = sub.add_parser(kind, help=text)
+        p.add_argument("model", metavar="MODEL", help=model_help)
+        p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+        p.add_argument("--class-index", type=int, metavar="C",
+                       help="explain this class (default: each image's predicted class)")
+        if kind == "occlusion":
+            p.add_argument("--patch", type=_positive, metavar="PIXELS",
+                           help="side of the grey square (default: an eighth of the input)")
+            p.add_argument("--stride", type=_positive, metavar="PIXELS",
+                           help="step between squares (default: half the patch)")
+        else:
+            p.add_argument("--layer", metavar="NAME", help="the convolutional layer (default: "
+                           "the last convolution's rectified output)")
+        p.add_argument("--out", help=out_help)
+    p = sub.add_parser("top-patches", help="the image patches that excite a layer's feature "
+                                           "maps most (Zeiler & Fergus 2013, Fig. 2)")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--dataset", required=True, metavar="SPEC", help="its validation split is "
+                   "searched (sample, idx:PATH, folder:PATH, tfds:NAME)")
+    p.add_argument("--layer", required=True, metavar="NAME", help="a layer with feature maps")
+    p.add_argument("--k", type=_positive, default=9, metavar="K",
+                   help="patches per feature map (default 9)")
+    p.add_argument("--channels", type=_positive, default=8, metavar="N",
+                   help="the first N feature maps, one row each (default 8)")
+    p.add_argument("--max-images", type=_positive, metavar="N",
+                   help="stop after about N images (default: the whole validation split)")
+    p.add_argument("--out", help=out_help)
 
 
 def _options(pairs) -> dict:
@@ -421,6 +360,16 @@ def run(args) -> int:
         saved = kernels(args.image, args.out, max_size=args.max_size)
     elif args.kind == "filters":
         saved = filters(args.model, args.layer, args.out, max_filters=args.max_filters)
+    elif args.kind in ("occlusion", "gradcam"):
+        from .explain import pngs
+        saved = pngs.heatmap_png(args.kind, args.model, args.images, args.out,
+                                 class_index=args.class_index, layer=getattr(args, "layer", None),
+                                 patch=getattr(args, "patch", None),
+                                 stride=getattr(args, "stride", None))
+    elif args.kind == "top-patches":
+        from .explain import pngs
+        saved = pngs.top_patches_png(args.model, args.dataset, args.layer, args.out, k=args.k,
+                                     channels=args.channels, max_images=args.max_images)
     elif args.kind == "feature-maps":
         saved = feature_maps_png(args.model, args.image, args.layers, args.out,
                                  channels=args.channels)

@@ -289,3 +289,50 @@ def test_lenet_1998_custom_layers_state_their_rows():
     assert (rows["rbf"].weights, rows["rbf"].macs) == (0, 840)
     totals = table_totals(list(rows.values()), model)
     assert totals.params == totals.keras_trainable == 60_000
+
+
+# --- receptive fields (inspect --receptive-field) -----------------------------------------------
+
+def test_receptive_field_columns_are_opt_in_and_match_the_papers():
+    from kerascnn.inspect import RF_COLUMNS, columns
+
+    _, rows, _ = table("lenet5")
+    assert columns(rows) == COLUMNS and all(r.field is None for r in rows)   # the lecture's table
+    model = kerascnn.get_model("alexnet", num_classes=10)
+    named = by_name(layer_table(model, receptive_field=True))
+    # Krizhevsky et al. 2012's conv5 sees 163x163 pixels at a stride of 16 (pool5: 195, 32)
+    assert [named["conv5"].cells(True)[c] for c in RF_COLUMNS] == ["163", "16", "17"]
+    assert [named["pool5"].cells(True)[c] for c in RF_COLUMNS] == ["195", "32", "33"]
+    assert named["conv1"].cells(True)["start"] == "5"            # unpadded 11x11: centre 5
+    assert list(named["conv5"].cells(True))[:len(COLUMNS)] == list(COLUMNS)
+    vgg = by_name(layer_table(kerascnn.get_model("vgg16", 10, (32, 32, 3)), receptive_field=True))
+    assert (vgg["block5_conv3"].field.r, vgg["block5_conv3"].field.j) == (196, 16)
+    assert vgg["block5_pool"].cells(True)["RF"] == "212"         # the often-quoted 212
+    resnet = by_name(layer_table(kerascnn.get_model("resnet50", 10, (64, 64, 3)),
+                                 receptive_field=True))
+    assert resnet["conv1_conv"].merged == ("conv1_pad",)         # the folded pad moves start
+    assert resnet["conv1_conv"].cells(True)["start"] == "0" and resnet["conv1_conv"].field.r == 7
+    assert resnet["conv5_block3_add"].field.r == 427               # torchvision-style v1.5
+
+
+def test_receptive_field_in_csv_markdown_and_the_command(capsys):
+    from kerascnn.inspect import RF_COLUMNS
+
+    model, _, totals = table("lenet5")
+    rows = layer_table(model, receptive_field=True)
+    records = list(csv.reader(io.StringIO(to_csv(rows, totals))))
+    assert tuple(records[0]) == COLUMNS + RF_COLUMNS
+    assert records[1] == ["c1", "conv", "5", "1", "0", "6", "32x32x1", "28x28x6", "150", "6",
+                          "117600", "5", "1", "2"]
+    c3 = next(r for r in records if r[0] == "c3")
+    assert c3[-3:] == ["14", "2", "6.5"]                          # C3: 14x14 from 6.5, step 2
+    assert records[-1][0] == "total" and len(records[-1]) == len(records[0])
+    markdown = to_markdown(rows, totals)
+    assert "| c5 | conv | 5 | 1 | 0 | 120 | 5x5x16 | 1x1x120 | 48,000 | 120 | 48,000 | 32 | 4 | " \
+           "15.5 |" in markdown
+    assert "RF receptive field size r, jump j" in markdown
+    assert main(["inspect", "lenet5", "--receptive-field", "--format", "csv"]) == 0
+    out = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert tuple(out[0]) == COLUMNS + RF_COLUMNS and out[1][-3:] == ["5", "1", "2"]
+    assert main(["inspect", "lenet5", "--format", "csv"]) == 0      # without the flag: unchanged
+    assert tuple(next(csv.reader(io.StringIO(capsys.readouterr().out)))) == COLUMNS

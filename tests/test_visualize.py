@@ -270,10 +270,12 @@ def test_mistakes_first():
 def test_training_writes_the_report(tiny_run):
     run_dir, metrics = tiny_run
     page = (run_dir / report.REPORT_FILE).read_text(encoding="utf-8")
+    assert metrics["val_top1"] < 1  # one epoch on 540 digits: mistakes for Grad-CAM to show
     for png in ("training_curves.png", "confusion_matrix.png", report.PREDICTIONS_FILE,
-                report.ARCHITECTURE_FILE):
+                report.ARCHITECTURE_FILE, report.GRADCAM_FILE):
         assert f'src="{png}"' in page and (run_dir / png).is_file(), png
     assert "not available" not in page and "not readable" not in page
+    assert "Grad-CAM at layer c3_tanh" in page and "could not be drawn" not in page
     # the model table from inspect: LeNet-5's 61,706 parameters, C3's 5*5*6*16 = 2,400 weights
     assert "61,706 trainable parameters" in page
     assert '<td>c3</td><td>conv</td><td class="num">5</td>' in page and ">2,400<" in page
