@@ -69,11 +69,11 @@ def real_images(input_shape, count: int):
     when the shared data is not there."""
     import numpy as np
 
-    from kerascnn.export import load_images
+    from kerascnn.transforms import EvalTransform, load_images
     files = sorted((common.SHARED_DATA / "imagenette" / "train").glob("*/*.JPEG"))
     if len(files) >= count:
         step = len(files) // count
-        return load_images(files[::step][:count], input_shape), "imagenette"
+        return load_images(files[::step][:count], EvalTransform.default(input_shape)), "imagenette"
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (count, *input_shape), dtype=np.uint8), "synthetic"
 

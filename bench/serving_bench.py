@@ -50,9 +50,9 @@ def _images(name: str, count: int = 32) -> np.ndarray:
         from kerascnn.data import read_idx
         digits = read_idx(SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz")[:count]
         return np.pad(digits, ((0, 0), (2, 2), (2, 2)))[..., None].astype(np.uint8)  # 28 -> 32
-    from kerascnn.export import load_images
+    from kerascnn.transforms import EvalTransform, load_images
     files = sorted((SHARED_DATA / "imagenette" / "train").glob("*/*.JPEG"))[::300][:count]
-    return load_images(files, (224, 224, 3))
+    return load_images(files, EvalTransform.default((224, 224, 3)))
 
 
 def _export(models, workdir: Path) -> Path:

@@ -207,7 +207,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", metavar="MODEL_PATH",
                         help="export/NAME, export/NAME/VERSION, a model.onnx file, or shipped "
                              "weights as MODEL:TAG (e.g. resnet20:cifar10)")
-    parser.epilog = "example: python -m kerascnn predict resnet20:cifar10 photos/"
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="JPEG/PNG/GIF/BMP files, or folders of them")
     parser.add_argument("--top", type=int, default=TOP_K,

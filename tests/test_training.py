@@ -129,6 +129,10 @@ def test_run_directory_contract(lenet_run):
     assert config["recipe"]["augment"] == "none" and config["epochs"] == 2
     assert set(config["versions"]) == {"kerascnn", "tensorflow", "keras", "keras_backend"}
     assert config["versions"]["keras_backend"] == "tensorflow"
+    # the evaluation transform, decided at training time and recorded (issue 11): LeNet's
+    # 28 -> 32 centre padding of glyphs
+    assert config["eval_transform"] == {"style": "glyphs", "resize": 32, "crop": [32, 32],
+                                        "channels": 1}
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert {"val_top1", "val_top5", "val_loss", "wall_time_s", "images_per_s"} <= set(saved)
     history = (run_dir / "history.csv").read_text().splitlines()
@@ -402,7 +406,8 @@ def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path, monkeypa
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert model.output_names == ["predictions"] and len(model.outputs) == 1
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
-    assert metrics["val_images"] == 8 and metrics["top5_k"] == 2
+    # issue 17.2: two classes are both in any "top 5": no top-k is reported
+    assert metrics["val_images"] == 8 and metrics["top5_k"] is None and metrics["val_top5"] is None
 
 
 def test_mixed_precision_falls_back_to_float32_without_native_bfloat16(monkeypatch):
@@ -491,3 +496,10 @@ def test_flip_averaging_is_the_mean_of_an_image_and_its_mirror():
     assert plain["top1"] == 1.0
     # each averaged to (0.9 + 0.3) / 2 = 0.6 for class 0: image 1 is now wrong
     assert flip["top1"] == 0.5
+
+
+def test_the_run_ends_by_naming_the_next_commands():
+    text = training.cli.next_steps("runs/googlenet-sample", "googlenet")
+    assert "report.html" in text
+    assert "python -m kerascnn export runs/googlenet-sample --name googlenet" in text
+    assert "python -m kerascnn serve" in text and "predict export/googlenet " in text

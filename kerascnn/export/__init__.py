@@ -195,7 +195,6 @@ def export_model(source, name: str, export_dir="export", version: int | None = N
 # --------------------------------------------------------------------------- CLI
 
 def add_arguments(parser) -> None:
-    parser.epilog = "example: python -m kerascnn export runs/googlenet-sample --name googlenet"
     parser.add_argument("source", metavar="RUN_DIR|MODEL.keras",
                         help="a run directory written by train.py, or a .keras model file")
     parser.add_argument("--name", required=True,

@@ -41,8 +41,6 @@ def list_text() -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.epilog = ("example: python train.py --arch resnet20 --dataset "
-                     "folder:../shared/data/cifar10/train --recipe budget --epochs 30")
     parser.add_argument("--arch", help="network to train (see --list)")
     parser.add_argument("--dataset", metavar="SPEC",
                         help="sample (default), tfds:NAME[/CONFIG], folder:PATH or idx:PATH")
@@ -86,8 +84,9 @@ def run(args) -> int:
         report = evaluate(args.evaluate, args.dataset, data_dir=args.data_dir,
                           batch_size=args.batch_size or 128, flip=args.flip)
         print(f"{report['run_dir']} on {report['dataset']} ({report['split']}, {report['images']} "
-              f"images): top-1 {report['top1']:.2%}, top-{report['top5_k']} {report['top5']:.2%}, "
-              f"loss {report['loss']:.4f}"
+              f"images): top-1 {report['top1']:.2%}, "
+              + (f"top-{report['top5_k']} {report['top5']:.2%}, " if report["top5_k"] else "")
+              + f"loss {report['loss']:.4f}"
               + (f"; with flip averaging top-1 {report['top1_flip']:.2%}" if args.flip else ""))
         width = max(len(n) for n in report["per_class_accuracy"])
         for name, acc in report["per_class_accuracy"].items():
@@ -105,6 +104,35 @@ def run(args) -> int:
                       val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size,
                       image_size=args.image_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, mixed_precision=args.mixed_precision,
-                      recipe=args.recipe, seed=args.seed, run_dir=args.run_dir, strategy=args.strategy)
-    train(cfg)
+                      recipe=args.recipe, seed=args.seed, run_dir=args.run_dir,
+                      strategy=args.strategy)
+    metrics = train(cfg)
+    print(next_steps(metrics["run_dir"], cfg.arch))
     return 0
+
+
+def next_steps(run_dir, arch: str) -> str:
+    """What a finished run made, and the commands that work on it next (copy-pasteable)."""
+    import shlex
+    from pathlib import Path
+
+    from ..registry import model_info
+    run, name = Path(run_dir), model_info(arch).name
+    q = shlex.quote
+    sample = Path(__file__).resolve().parents[1] / "samples" / "imagenette5" / "val"
+    image = next((p for p in sorted(sample.rglob("*.jpg"))[:1]), None)
+    if image is None:
+        image = "IMAGE.jpg"
+    elif image.is_relative_to(Path.cwd()):
+        image = str(image.relative_to(Path.cwd()))
+    commands = [
+        (f"python train.py --evaluate {q(str(run))}", "evaluate it again"),
+        (f"python -m kerascnn export {q(str(run))} --name {name}",
+         f"SavedModel + ONNX -> export/{name}/VERSION"),
+        ("python -m kerascnn serve", "serve export/models.config: REST :8501, gRPC :8500"),
+        (f"python -m kerascnn predict export/{name} {q(image)}", "top-5 of a photo"),
+    ]
+    width = max(len(c) for c, _ in commands)
+    return "\n".join([f"made {run}/: report.html (open it in a browser), model.keras, "
+                      f"metrics.json, history.csv, checkpoints/", "next:",
+                      *(f"  {c:<{width}}  # {why}" for c, why in commands)])

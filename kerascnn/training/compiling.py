@@ -53,9 +53,10 @@ def compile_model(model, recipe: Recipe, num_classes: int, steps_per_epoch: int 
     """Cross-entropy on ``predictions`` (+ the auxiliary heads, weighted per the recipe);
     top-1 and top-5 accuracy."""
     import keras
-    k = min(5, num_classes)
+    from .evaluation import top_k_for
+    k = top_k_for(num_classes)  # no top-k where every class is in it
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1"),
-               keras.metrics.SparseTopKCategoricalAccuracy(k=k, name="top5")]
+               *([keras.metrics.SparseTopKCategoricalAccuracy(k=k, name=f"top{k}")] if k else [])]
     optimizer = _optimizer(recipe, steps_per_epoch)
     names = list(model.output_names)
     if len(names) == 1:

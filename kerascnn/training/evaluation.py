@@ -16,11 +16,20 @@ from ..errors import UserError
 from ..files import write_json
 from ..runs import RunDir
 
-__all__ = ["evaluate", "evaluate_model", "write_plots"]
+__all__ = ["evaluate", "evaluate_model", "write_plots", "TOP_K", "top_k_for"]
+
+#: The k of the top-k accuracy, reported only where it is below the number of classes: with 5
+#: classes or fewer every label is in the top 5, a metric that cannot fail.
+TOP_K = 5
+
+
+def top_k_for(num_classes: int) -> int | None:
+    """:data:`TOP_K` when it is below ``num_classes``, else None (no top-k is reported)."""
+    return TOP_K if TOP_K < num_classes else None
 
 
 def evaluate_model(model, dataset, class_names, label_map=None, *, flip: bool = False) -> dict:
-    """Top-1, top-k (k = min(5, classes)), loss, per-class accuracy and confusion matrix of
+    """Top-1, top-k (k = 5 where there are more classes, else None), loss, per-class accuracy and confusion matrix of
     ``model`` (probabilities out) over a batched ``(image, label)`` dataset.
 
     ``flip`` is test-time flip averaging: the mean of the probabilities of each image and of its
@@ -40,10 +49,10 @@ def evaluate_model(model, dataset, class_names, label_map=None, *, flip: bool = 
     labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
     if label_map is not None:
         labels = label_map[labels]
-    k = min(5, num_classes)
-    top = np.argsort(-probs, axis=1)[:, :k]
+    k = top_k_for(num_classes)
+    top = np.argsort(-probs, axis=1)[:, :k or 1]
     hit1 = top[:, 0] == labels
-    hitk = (top == labels[:, None]).any(axis=1)
+    hitk = (top == labels[:, None]).any(axis=1) if k else None
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, top[:, 0]), 1)
@@ -51,7 +60,8 @@ def evaluate_model(model, dataset, class_names, label_map=None, *, flip: bool = 
     per_class = {name: (float(confusion[i, i] / support[i]) if support[i] else None)
                  for i, name in enumerate(class_names)}
     return {"top1": float(hit1.mean()) if len(labels) else 0.0,
-            "top5": float(hitk.mean()) if len(labels) else 0.0, "k": k, "loss": loss,
+            "top5": (float(hitk.mean()) if len(labels) else 0.0) if k else None, "k": k,
+            "loss": loss,
             "images": int(len(labels)), "per_class_accuracy": per_class,
             "confusion_matrix": confusion.tolist()}
 

@@ -370,8 +370,8 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     write_report_or_warn(run.path, model=inference, val_data=val_pipe, metrics=metrics,
                          config=config)
     if verbose:
-        print(f"validation top-1 {metrics['val_top1']:.2%}, top-{results['k']} "
-              f"{metrics['val_top5']:.2%}, loss {metrics['val_loss']:.4f} "
+        top_k = f"top-{results['k']} {metrics['val_top5']:.2%}, " if results["k"] else ""
+        print(f"validation top-1 {metrics['val_top1']:.2%}, {top_k}loss {metrics['val_loss']:.4f} "
               f"({fit_time:.0f} s, {metrics['images_per_s']} images/s); saved {run.path}")
     return {**metrics, "run_dir": str(run.path)}
 
