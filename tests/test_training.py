@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA
 
 keras = pytest.importorskip("keras")
+import kerascnn  # noqa: E402
 from kerascnn import data, recipes, training  # noqa: E402
 from kerascnn.training import compiling  # noqa: E402
 from kerascnn.cli import UserError  # noqa: E402
@@ -431,6 +432,18 @@ def test_budget_recipe_is_written_down_and_the_paper_stays_default():
         [0.0, 0.1, 0.05, 0.0], abs=1e-12)
     with pytest.raises(UserError, match="no budget recipe for lenet5"):
         recipe_for("lenet5", "budget")
+
+
+def test_the_budget_recipe_compiles_with_its_schedule_and_loss():
+    from kerascnn.losses import SparseSmoothedCrossentropy
+    model = kerascnn.get_model("resnet20", 10, preprocessing="unit")
+    recipe = recipe_for("resnet20", "budget").replace(epochs=3)
+    compiling.compile_model(model, recipe, 10, steps_per_epoch=100)
+    assert isinstance(model.loss, SparseSmoothedCrossentropy) and model.loss.label_smoothing == 0.1
+    assert model.optimizer.nesterov and float(model.optimizer.momentum) == 0.9
+    schedule = model.optimizer._learning_rate  # per step: warm-up to 0.1 at step 100, then cosine
+    assert [float(schedule(s)) for s in (0, 50, 100, 200, 300)] == pytest.approx(
+        [0.0, 0.05, 0.1, 0.05, 0.0], abs=1e-6)
 
 
 def test_smoothed_loss_is_sparse_crossentropy_at_zero_and_smooths_above():

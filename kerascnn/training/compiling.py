@@ -44,7 +44,7 @@ def _optimizer(recipe: Recipe, steps_per_epoch: int):
 def _loss(recipe: Recipe):
     import keras
     if recipe.label_smoothing:
-        from .losses import SparseSmoothedCrossentropy
+        from ..losses import SparseSmoothedCrossentropy
         return SparseSmoothedCrossentropy(recipe.label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
 
