@@ -42,7 +42,9 @@ def test_the_issue_weights_are_shipped_with_complete_manifests():
     cifar = shipped["resnet20:cifar10"]
     assert cifar["class_names"][:3] == ["airplane", "automobile", "bird"]
     assert cifar["split"]["train_images"] == 45000 and cifar["split"]["val_images"] == 5000
-    assert cifar["val_top1"] >= 0.80
+    assert cifar["val_top1"] >= 0.84  # 84.18% after 12 CPU epochs of --recipe budget
+    assert cifar["run"]["eval_transform"] == {"style": "photos", "resize": 32, "crop": [32, 32],
+                                              "channels": 3}  # the run's record travels along
     assert "research" in cifar["data_licence"]
 
 
