@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Inference latency (batch 1) and throughput (batch 32): Keras, the SavedModel and onnxruntime.
 
-    python3 bench/inference.py                        # GoogLeNet and ResNet-50
+    python3 bench/inference.py                        # GoogLeNet, ResNet-50, shipped ResNet-20
     python3 bench/inference.py --models lenet5 --quick
 
 Each network is built with uint8 input and ImageNet preprocessing inside (as ``train.py`` writes
@@ -15,14 +15,24 @@ the same real Imagenette images:
   :func:`tuned_session_options` says; ``onnxruntime (defaults)`` is the same file with default
   options, for reference.
 
+* ``onnxruntime_int8``: ``model.int8.onnx`` (``export --quantize int8``: int8 per-channel weights,
+  uint8 activations, QDQ) in the same tuned session. A network name has random weights and is
+  calibrated on 64 other real images; shipped weights (``resnet20:cifar10``) and run directories
+  go through ``export --quantize int8`` itself: calibrated on their training images and gated on
+  their validation split (``--accuracy`` lists the float and int8 top-1 of each).
+
 Engines run interleaved (a few calls of each in turn, the order reversed every round) after a
-warm-up; latency is the median per call, throughput the batch over the median call. Target:
-onnxruntime's batch-1 latency at most 0.7x the SavedModel's.
+warm-up; latency is the median per call, throughput the batch over the median call. Targets:
+onnxruntime's batch-1 latency at most 0.7x the SavedModel's (issue 7); int8's at most 0.35x on
+ResNet-50 (issue 16).
+
+    python3 bench/inference.py --models resnet50,runs/resnet50-imagenette64 --accuracy ''
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -30,10 +40,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-MODELS = ("googlenet", "resnet50")
+MODELS = ("googlenet", "resnet50", "resnet20:cifar10")
+#: float and int8 accuracy of these (shipped weights, exported with --quantize int8)
+ACCURACY = ("lenet5:mnist", "resnet20:cifar10")
 ORT_TARGET = 0.7
+INT8_TARGET = 0.35          # issue 16: int8 batch-1 latency / SavedModel's on ResNet-50
 #: engine keys in report order
-ENGINES = ("keras", "savedmodel", "onnxruntime", "onnxruntime_defaults")
+ENGINES = ("keras", "savedmodel", "onnxruntime", "onnxruntime_defaults", "onnxruntime_int8")
 
 
 def tuned_session_options(threads: int | None = None):
@@ -78,15 +91,63 @@ def real_images(input_shape, count: int):
     return rng.integers(0, 256, (count, *input_shape), dtype=np.uint8), "synthetic"
 
 
-def export(name: str, workdir: Path, images, num_classes: int = 1000) -> tuple[object, Path]:
-    """Build ``name`` (uint8 in, ImageNet preprocessing inside) and export it; the version dir."""
+def export(name: str, workdir: Path, images, calibration) -> tuple[object, Path, dict | None]:
+    """Export ``name`` with ``model.int8.onnx`` beside ``model.onnx``; ``(keras model, version
+    dir, the card's quantization section or None)``. ``calibration`` is the real images (or, for
+    a run, how many of its training images) that calibrate the int8 model.
+
+    ``NAME`` is the network with random weights (uint8 in, ImageNet preprocessing inside, as
+    ``train.py`` builds it), quantized with :func:`kerascnn.export.quantize.quantize_int8` on the
+    real ``calibration`` images (no accuracy to gate: random weights). ``MODEL:TAG`` (shipped
+    weights) or a run directory is exported by ``export --quantize int8`` itself: calibrated on its
+    training images and gated on its validation split, the card records both accuracies.
+    """
+    import onnx
+
     import kerascnn
-    from kerascnn.export import ExportSource, export_model
+    from kerascnn.export import INT8_FILE, ExportSource, export_model
+    from kerascnn.export.quantize import quantize_int8
+    from kerascnn.registry import load_model
+    run_dir = _run_dir(name, workdir)
+    if run_dir is not None:
+        count = calibration if isinstance(calibration, int) else len(calibration)
+        target = export_model(run_dir, _label(name), workdir, 1, images=images[:4],
+                              quantize="int8", calibration_images=count)
+        card = json.loads((target / "assets" / "model_card.json").read_text())
+        return load_model(run_dir / "model.keras"), target, card["quantization"]
+    num_classes = 10 if name.startswith("lenet") else 1000
     model = kerascnn.get_model(name, num_classes,
                                preprocessing="unit" if name.startswith("lenet") else "imagenet")
     source = ExportSource(Path(name), model, [f"class_{i}" for i in range(num_classes)])
     target = export_model(source, name, workdir, 1, images=images[:4])
-    return model, target
+    int8, _ = quantize_int8(onnx.load(str(target / "model.onnx")), calibration)
+    (target / INT8_FILE).write_bytes(int8.SerializeToString())
+    return model, target, None
+
+
+def _label(name: str) -> str:
+    return Path(name).name.replace(":", "-")
+
+
+def _run_dir(name: str, workdir: Path) -> Path | None:
+    """The run directory behind ``name``: shipped weights ``MODEL:TAG`` saved as one, a run
+    directory as it is, or None for a bare network name."""
+    if ":" in name:
+        from kerascnn.weights.packing import save_run_dir
+        model, tag = name.split(":")
+        return save_run_dir(model, tag, workdir / "runs" / _label(name))
+    return Path(name) if Path(name).is_dir() else None
+
+
+def input_shape_of(name: str) -> tuple:
+    import kerascnn
+    from kerascnn.runs import RunDir
+    if ":" in name:
+        from kerascnn.weights import manifest
+        return tuple(manifest(*name.split(":"))["input_shape"])
+    if Path(name).is_dir():
+        return tuple(RunDir(name).read_config().input_shape)
+    return kerascnn.model_info(name).input_shape
 
 
 def engines(model, version_dir: Path, batch) -> dict:
@@ -97,26 +158,28 @@ def engines(model, version_dir: Path, batch) -> dict:
     signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     tuned = ort_session(version_dir / "model.onnx", tuned_session_options())
     default = ort_session(version_dir / "model.onnx")
+    int8 = ort_session(version_dir / "model.int8.onnx", tuned_session_options())
     feed = {"image": np.ascontiguousarray(batch)}
     return {
         "keras": lambda: model.predict_on_batch(batch),
         "savedmodel": lambda: signature(image=tf.constant(batch))["probabilities"].numpy(),
         "onnxruntime": lambda: tuned.run(["probabilities"], feed),
         "onnxruntime_defaults": lambda: default.run(["probabilities"], feed),
+        "onnxruntime_int8": lambda: int8.run(["probabilities"], feed),
     }
 
 
 def measure_model(name: str, workdir: Path, *, rounds1: int = 12, calls1: int = 3,
-                  rounds32: int = 3, batch: int = 32) -> dict:
+                  rounds32: int = 3, batch: int = 32, calibration: int = 64) -> dict:
     """Batch-1 latency and batch-``batch`` throughput of every engine for one network."""
     import keras
 
-    import kerascnn
-    input_shape = kerascnn.model_info(name).input_shape
-    images, origin = real_images(input_shape, batch)
-    model, version_dir = export(name, workdir, images)
-    result = {"model": name, "input": "x".join(map(str, input_shape)), "images": origin,
-              "params": model.count_params(), "batch": batch}
+    input_shape = input_shape_of(name)
+    images, origin = real_images(input_shape, batch + calibration)
+    images, calibration_images = images[:batch], images[batch:]
+    model, version_dir, quantization = export(name, workdir, images, calibration_images)
+    result = {"model": _label(name), "input": "x".join(map(str, input_shape)), "images": origin,
+              "params": model.count_params(), "batch": batch, "quantization": quantization}
     one = engines(model, version_dir, images[:1])
     times1 = common.interleaved(one, rounds=rounds1, calls=calls1, warmup=3)
     full = engines(model, version_dir, images)
@@ -124,33 +187,52 @@ def measure_model(name: str, workdir: Path, *, rounds1: int = 12, calls1: int = 
     for engine in ENGINES:
         result[f"{engine}_latency_ms"] = 1000 * common.median(times1[engine])
         result[f"{engine}_images_per_s"] = batch / common.median(times32[engine])
-    result["ort_vs_savedmodel_latency"] = (result["onnxruntime_latency_ms"]
-                                           / result["savedmodel_latency_ms"])
+    savedmodel = result["savedmodel_latency_ms"]
+    result["ort_vs_savedmodel_latency"] = result["onnxruntime_latency_ms"] / savedmodel
+    result["int8_vs_savedmodel_latency"] = result["onnxruntime_int8_latency_ms"] / savedmodel
+    result["int8_vs_float_onnx_latency"] = (result["onnxruntime_int8_latency_ms"]
+                                            / result["onnxruntime_latency_ms"])
     result["target"] = ORT_TARGET
     result["target_met"] = result["ort_vs_savedmodel_latency"] <= ORT_TARGET
+    result["int8_target"] = INT8_TARGET
+    result["int8_target_met"] = result["int8_vs_savedmodel_latency"] <= INT8_TARGET
     del one, full, model
     keras.backend.clear_session()
     return result
 
 
-def measure(models=MODELS, *, quick: bool = False, log=print) -> dict:
+def measure(models=MODELS, accuracy=ACCURACY, *, quick: bool = False, log=print) -> dict:
     import onnxruntime
-    results = []
+    results, quality = [], []
     with tempfile.TemporaryDirectory(prefix="kerascnn-inference-") as tmp:
         for name in models:
-            row = (measure_model(name, Path(tmp), rounds1=2, calls1=2, rounds32=1, batch=8)
+            row = (measure_model(name, Path(tmp), rounds1=2, calls1=2, rounds32=1, batch=8,
+                                 calibration=8)
                    if quick else measure_model(name, Path(tmp)))
             log(f"  {name}: batch-1 latency keras {row['keras_latency_ms']:.1f} ms, savedmodel "
                 f"{row['savedmodel_latency_ms']:.1f} ms, onnxruntime "
                 f"{row['onnxruntime_latency_ms']:.1f} ms "
-                f"({row['ort_vs_savedmodel_latency']:.2f}x the SavedModel)")
+                f"({row['ort_vs_savedmodel_latency']:.2f}x the SavedModel), int8 "
+                f"{row['onnxruntime_int8_latency_ms']:.1f} ms "
+                f"({row['int8_vs_savedmodel_latency']:.2f}x)")
             results.append(row)
-    return {"models": results, "ort_threads": common.cpu_count(),
+            if row["quantization"]:
+                quality.append({"model": row["model"], **row["quantization"]})
+        for name in accuracy:
+            if _label(name) in {q["model"] for q in quality}:
+                continue
+            _, _, quantization = export(name, Path(tmp), real_images(input_shape_of(name), 4)[0],
+                                        8 if quick else 256)
+            quality.append({"model": _label(name), **quantization})
+            log(f"  {name}: int8 top-1 {quantization['validation_top1_int8']:.2%}, float "
+                f"{quantization['validation_top1_float']:.2%}")
+    return {"models": results, "accuracy": quality, "ort_threads": common.cpu_count(),
             "onnxruntime_version": onnxruntime.__version__}
 
 
 LABELS = {"keras": "Keras `predict_on_batch`", "savedmodel": "SavedModel `serving_default`",
-          "onnxruntime": "onnxruntime (tuned)", "onnxruntime_defaults": "onnxruntime (defaults)"}
+          "onnxruntime": "onnxruntime (tuned)", "onnxruntime_defaults": "onnxruntime (defaults)",
+          "onnxruntime_int8": "onnxruntime int8 (`model.int8.onnx`, tuned)"}
 
 
 def markdown(result: dict) -> str:
@@ -163,17 +245,36 @@ def markdown(result: dict) -> str:
     parts = [common.table(["model", "engine", "batch-1 latency (ms)",
                            f"batch-{batch} images/s"], rows, "llrr")]
     parts.append(common.table(
-        ["model", "onnxruntime / SavedModel batch-1 latency (target <= 0.7)"],
+        ["model", "onnxruntime / SavedModel batch-1 latency (target <= 0.7)",
+         f"int8 / SavedModel (target <= {INT8_TARGET:g})", "int8 / float onnxruntime",
+         f"int8 / SavedModel batch-{batch} throughput"],
         [[r["model"], f"**{r['ort_vs_savedmodel_latency']:.2f}**"
-          + ("" if r["target_met"] else " (missed)")] for r in result["models"]], "lr"))
+          + ("" if r["target_met"] else " (missed)"),
+          f"**{r['int8_vs_savedmodel_latency']:.2f}**"
+          + ("" if r["int8_target_met"] else " (missed)"),
+          f"{r['int8_vs_float_onnx_latency']:.2f}",
+          f"{r['onnxruntime_int8_images_per_s'] / r['savedmodel_images_per_s']:.2f}x"]
+         for r in result["models"]], "lrrrr"))
+    if result.get("accuracy"):
+        parts.append(common.table(
+            ["model (validation split)", "float ONNX top-1", "int8 top-1", "change (points)",
+             "validation images", "calibration images (training split)"],
+            [[q["model"], f"{q['validation_top1_float']:.2%}", f"{q['validation_top1_int8']:.2%}",
+              f"{q['top1_change_points']:+.2f}", q["validation_images"],
+              q["calibration"]["images"]] for q in result["accuracy"]], "lrrrrr"))
     return "\n\n".join(parts)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=None,
-                        help=f"comma-separated models (default: {','.join(MODELS)}; lenet5 "
-                             f"with --quick)")
+                        help=f"comma-separated networks (random weights), shipped weights "
+                             f"MODEL:TAG or run directories (default: {','.join(MODELS)}; "
+                             f"lenet5 with --quick)")
+    parser.add_argument("--accuracy", default=None,
+                        help=f"comma-separated shipped weights or run directories whose float and "
+                             f"int8 top-1 to measure (default: {','.join(ACCURACY)}; none with "
+                             f"--quick)")
     common.standard_arguments(parser, "few calls and a batch of 8, for a smoke test")
     args = parser.parse_args(argv)
     backend = common.set_backend(args.backend)
@@ -181,7 +282,9 @@ def main(argv=None) -> int:
         parser.error("the SavedModel and ONNX export need the tensorflow backend")
     models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models
               else ["lenet5"] if args.quick else list(MODELS))
-    result = measure(models, quick=args.quick)
+    accuracy = ([m.strip() for m in args.accuracy.split(",") if m.strip()] if args.accuracy
+                else [] if args.quick else list(ACCURACY))
+    result = measure(models, accuracy, quick=args.quick)
     return common.emit(result, markdown, args.json)
 
 

@@ -250,14 +250,9 @@ class RunDir:
         """
         import numpy as np
 
-        from . import data
-
         config = self.read_config()
         spec = dataset or config.dataset
-        h, _, c = config.input_shape
-        ds = data.load(spec, data_dir=data_dir or config.data.get("data_dir"),
-                       val_split=config.data.get("val_split") or 0.1, seed=config.seed,
-                       channels=c, verbose=verbose)
+        ds = self._load(spec, data_dir, verbose)
         label_map = None
         if dataset is not None and dataset != config.dataset:
             index = {n: i for i, n in enumerate(config.class_names)}
@@ -269,11 +264,47 @@ class RunDir:
                                 f"(the run's classes: {', '.join(names[:8])}"
                                 f"{' ...' if len(names) > 8 else ''})")
             label_map = np.array([index[n] for n in ds.class_names], np.int64)
+        return ds, self._evaluation_batches(ds, ds.val, batch_size), label_map
+
+    def calibration_images(self, count: int, *, seed: int = 0, data_dir: str | None = None,
+                           verbose: bool = False):
+        """``count`` images of the run's *training* split, a uniform sample seeded by ``seed``,
+        as uint8 ``[N, H, W, C]`` through the run's evaluation transform (never augmented): what
+        int8 calibration sees (``export --quantize int8``). Fewer when the split is smaller."""
+        import numpy as np
+        import tensorflow as tf
+
+        from .data.base import Split
+
+        config = self.read_config()
+        ds = self._load(config.dataset, data_dir, verbose)
+        chosen = np.random.default_rng(seed).permutation(ds.train.count)[:count]
+        keep = tf.constant(np.isin(np.arange(ds.train.count), chosen))
+        sampled = ds.train.dataset.enumerate().filter(lambda i, _: keep[i]).map(lambda i, x: x)
+        split = Split(sampled, len(chosen), f"{ds.train.source} (calibration sample)")
+        images = [np.asarray(x) for x, _ in self._evaluation_batches(ds, split, 64,
+                                                                       cache=False)]
+        return np.concatenate(images) if images else np.zeros((0, *config.input_shape), np.uint8)
+
+    def _load(self, spec: str, data_dir: str | None, verbose: bool):
+        """The dataset ``spec`` split as the run's training split it (fraction and seed)."""
+        from . import data
+
+        config = self.read_config()
+        return data.load(spec, data_dir=data_dir or config.data.get("data_dir"),
+                         val_split=config.data.get("val_split") or 0.1, seed=config.seed,
+                         channels=config.input_shape[-1], verbose=verbose)
+
+    def _evaluation_batches(self, ds, split, batch_size: int, cache: bool = True):
+        """``split`` of the loaded dataset ``ds`` batched through the run's evaluation transform."""
+        from . import data
+
+        config = self.read_config()
+        h, _, c = config.input_shape
         augment = data.augmentation_for(ds, h, config.augment or "auto")
-        batches = data.pipeline(ds.val, image_size=h, channels=c, style=ds.style, training=False,
-                                augment=augment, batch_size=batch_size,
-                                native_size=ds.native_size)
-        return ds, batches, label_map
+        return data.pipeline(split, image_size=h, channels=c, style=ds.style, training=False,
+                             augment=augment, batch_size=batch_size, native_size=ds.native_size,
+                             cache=cache)
 
 
 def _read_json(path: Path) -> dict:

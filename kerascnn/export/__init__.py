@@ -11,6 +11,8 @@ docker-compose file read it). The package, one module per concern:
   signatures, fitting images by the run's evaluation transform;
 - :mod:`.onnx`: ``model.onnx`` by tf2onnx (opset 17) with its memory workaround, and the parity
   check in onnxruntime (the export fails unless it agrees with Keras within 1e-4);
+- :mod:`.quantize`: ``model.int8.onnx`` (``--quantize int8``): onnxruntime's static quantization,
+  calibrated on the run's training images and gated on its validation top-1;
 - :mod:`.card`: ``assets/model_card.json``;
 - this module: the order of the steps, version folders and the command line.
 
@@ -37,6 +39,8 @@ from ..sources import versions
 from ..transforms import EvalTransform, decode_image, load_images
 from .card import CLASS_NAMES_FILE, MODEL_CARD_FILE, model_card
 from .onnx import ONNX_FILE, ONNX_OPSET, convert_to_onnx, onnx_parity
+from .quantize import (CALIBRATION_IMAGES, INT8_FILE, INT8_TOLERANCE_POINTS, QUANTIZE_CHOICES,
+                       quantize_export)
 from .savedmodel import OUTPUTS, SIGNATURES, TOP_K, savedmodel_parity, write_savedmodel
 from .source import ExportSource, load_source, sample_images, servable_model
 
@@ -45,7 +49,7 @@ __all__ = ["export_model", "load_source", "servable_model", "inference_model", "
            "next_version", "model_card", "decode_image", "load_images", "EvalTransform",
            "ExportError", "ExportSource", "FORMATS", "ONNX_OPSET", "ONNX_FILE",
            "PARITY_TOLERANCE", "TOP_K", "SIGNATURES", "OUTPUTS", "CLASS_NAMES_FILE",
-           "MODEL_CARD_FILE", "MODELS_CONFIG_FILE"]
+           "MODEL_CARD_FILE", "MODELS_CONFIG_FILE", "INT8_FILE"]
 
 FORMATS = ("savedmodel", "onnx")
 PARITY_TOLERANCE = 1e-4     # max |p_onnx - p_keras| over the sample images
@@ -97,7 +101,9 @@ def _alive(pid: int) -> bool:
 
 # --------------------------------------------------------------------------- export
 
-def _check_arguments(name, version, formats, tolerance) -> tuple:
+def _check_arguments(name, version, formats, tolerance, quantize=None,
+                     calibration_images=CALIBRATION_IMAGES,
+                     int8_tolerance=INT8_TOLERANCE_POINTS) -> tuple:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ExportError(f"invalid model name {name!r}: use letters, digits, '_', '-' and '.', "
                           f"starting with a letter or digit (it becomes a TF Serving model name "
@@ -116,20 +122,39 @@ def _check_arguments(name, version, formats, tolerance) -> tuple:
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
         raise ExportError(f"--tolerance must be a probability difference between 0 and 1, got "
                           f"{tolerance!r}")
+    if quantize is not None:
+        if quantize not in QUANTIZE_CHOICES:
+            raise ExportError(f"--quantize {quantize!r} is not supported; choose "
+                              f"{', '.join(QUANTIZE_CHOICES)}")
+        if "onnx" not in formats:
+            raise ExportError("--quantize int8 quantizes the ONNX export; include onnx in "
+                              "--formats (the default savedmodel,onnx does)")
+        if (isinstance(calibration_images, bool) or not isinstance(calibration_images, int)
+                or calibration_images < 1):
+            raise ExportError(f"--calibration-images must be a positive number of images, got "
+                              f"{calibration_images!r}")
+        if not (isinstance(int8_tolerance, (int, float)) and 0 <= int8_tolerance < 100):
+            raise ExportError(f"--int8-tolerance is in top-1 percentage points, between 0 and "
+                              f"100; got {int8_tolerance!r}")
     return formats
 
 
 def export_model(source, name: str, export_dir="export", version: int | None = None,
                  formats=FORMATS, *, class_names=None, images=None,
-                 tolerance: float = PARITY_TOLERANCE) -> Path:
+                 tolerance: float = PARITY_TOLERANCE, quantize: str | None = None,
+                 calibration_images: int = CALIBRATION_IMAGES,
+                 int8_tolerance: float = INT8_TOLERANCE_POINTS) -> Path:
     """Export a run directory or ``.keras`` file to ``export_dir/name/version``; returns that path.
 
     ``version`` defaults to the next free one; an existing version is never overwritten. ``images``
     (a uint8 batch or image files) are what the parity checks run on (see :func:`sample_images`).
     Raises :class:`ExportError` with nothing written when the source is missing or corrupt, or when
-    a check fails (the ONNX parity error gives the measured difference).
+    a check fails (the ONNX parity error gives the measured difference). ``quantize="int8"`` adds
+    ``model.int8.onnx`` (:mod:`.quantize`): ``calibration_images`` of the run's training split
+    calibrate it and its validation top-1 must be within ``int8_tolerance`` points of the float's.
     """
-    formats = _check_arguments(name, version, formats, tolerance)
+    formats = _check_arguments(name, version, formats, tolerance, quantize, calibration_images,
+                               int8_tolerance)
     if isinstance(source, ExportSource):  # a model in memory (tests, benchmarks)
         src = dataclasses.replace(source, model=servable_model(source.model))
     else:
@@ -176,6 +201,11 @@ def export_model(source, name: str, export_dir="export", version: int | None = N
                                   f"{tolerance:g}) {on_images}; nothing was exported. Export "
                                   f"with --formats savedmodel to skip ONNX")
             (tmp / ONNX_FILE).write_bytes(proto.SerializeToString())
+            if quantize:
+                int8 = quantize_export(proto, src.run_dir, calibration_images=calibration_images,
+                                       tolerance_points=int8_tolerance)
+                checks["int8"] = int8.card()
+                (tmp / INT8_FILE).write_bytes(int8.proto.SerializeToString())
         write_json(tmp / "assets" / MODEL_CARD_FILE,
                     model_card(src, name, version, formats, checks))
         try:
@@ -212,6 +242,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE,
                         help="max abs difference of probabilities allowed (default "
                              f"{PARITY_TOLERANCE:g})")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                        help="also write model.int8.onnx (onnxruntime static quantization: int8 "
+                             "per-channel weights, uint8 activations), calibrated on the run's "
+                             "training images; the export fails if its validation top-1 drops "
+                             "more than --int8-tolerance points")
+    parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
+                        help=f"training images (a seeded sample) that calibrate the int8 model "
+                             f"(default {CALIBRATION_IMAGES})")
+    parser.add_argument("--int8-tolerance", type=float, default=INT8_TOLERANCE_POINTS,
+                        metavar="POINTS", help=f"largest top-1 drop allowed for int8, in "
+                                               f"percentage points (default "
+                                               f"{INT8_TOLERANCE_POINTS:g})")
     parser.add_argument("--model-config", default=None, metavar="FILE",
                         help="TF Serving models.config to add NAME to, with base_path "
                              "/models/NAME (default: EXPORT_DIR/models.config, which serve and "
@@ -221,7 +263,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     target = export_model(args.source, args.name, args.export_dir, args.version, args.formats,
                           class_names=args.class_names, images=args.images,
-                          tolerance=args.tolerance)
+                          tolerance=args.tolerance, quantize=args.quantize,
+                          calibration_images=args.calibration_images,
+                          int8_tolerance=args.int8_tolerance)
     card = json.loads((target / "assets" / MODEL_CARD_FILE).read_text(encoding="utf-8"))
     checks = card["checks"]
     print(f"exported {card['architecture']} to {target}")
@@ -229,6 +273,12 @@ def run(args) -> int:
         if f"{key}_max_abs_diff" in checks:
             print(f"  {key:<10} max |p - p_keras| = {checks[f'{key}_max_abs_diff']:.2e} "
                   f"on {checks['images']} images ({checks['image_source']})")
+    if card.get("quantization"):
+        q = card["quantization"]
+        print(f"  int8       {INT8_FILE}: validation top-1 {q['validation_top1_int8']:.2%} "
+              f"(float {q['validation_top1_float']:.2%}, {q['top1_change_points']:+.2f} points) "
+              f"on {q['validation_images']} images; calibrated on {q['calibration']['images']} "
+              f"training images")
     config = args.model_config
     if config is None:  # beside the exported models: never a tracked file of the repository
         config = str(Path(args.export_dir) / MODELS_CONFIG_FILE)

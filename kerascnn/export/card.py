@@ -82,7 +82,8 @@ def model_card(source, name: str, version: int, formats, checks: dict) -> dict:
         "training": {"recipe": run.recipe, "epochs": run.epochs, "batch_size": run.batch_size,
                      "seed": run.seed} if run else {},
         "formats": list(formats),
-        "checks": checks,
+        "checks": {k_: v for k_, v in checks.items() if k_ != "int8"},
+        "quantization": checks.get("int8"),   # model.int8.onnx (export --quantize int8), or None
         "source": str(source.path),
         "versions": {"kerascnn": __version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__, **_onnx_versions(formats),
