@@ -3,6 +3,7 @@
 
     python serving/client.py cat.jpg dog.png --model resnet20
     python serving/client.py cat.jpg --model resnet20 --label stable --grpc localhost:8500
+    python serving/client.py cat.jpg --model resnet20 --wait 120   # a server still starting
 
 The encoded files are sent as they are to the ``serving_bytes`` signature, which decodes and resizes
 them in the graph: over REST as ``{"instances": [{"b64": ...}]}`` (standard base64), over gRPC as a
@@ -16,6 +17,7 @@ import argparse
 import base64
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -86,6 +88,44 @@ def predict_grpc(target: str, model: str, images: list[bytes], *, version=None, 
     return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
 
+def model_available(model: str, *, rest: str | None = None, grpc_target: str | None = None,
+                    timeout: float = 5.0) -> bool:
+    """Whether the server reports a version of ``model`` AVAILABLE (TF Serving's model status:
+    ``GET /v1/models/NAME`` over REST, ``ModelService/GetModelStatus`` over gRPC)."""
+    if grpc_target:
+        import grpc
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = model
+        with grpc.insecure_channel(grpc_target) as channel:
+            try:
+                response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                    request, timeout=timeout)
+            except grpc.RpcError:
+                return False
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        return any(v.state == available for v in response.model_version_status)
+    try:
+        with urllib.request.urlopen(f"{rest.rstrip('/')}/v1/models/{model}",
+                                    timeout=timeout) as response:
+            status = json.loads(response.read()).get("model_version_status", [])
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return any(v.get("state") == "AVAILABLE" for v in status)
+
+
+def wait_for_model(model: str, seconds: float, **where) -> None:
+    """Poll the model's status until a version is AVAILABLE or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while not model_available(model, **where):
+        if time.monotonic() >= deadline:
+            endpoint = where.get("grpc_target") or where.get("rest")
+            raise ClientError(f"{model} was not AVAILABLE at {endpoint} within {seconds:g} s; is "
+                              f"the server running (docker compose up, or python -m kerascnn "
+                              f"serve) and {model} in its models.config?")
+        time.sleep(0.5)
+
+
 def top5(outputs: dict) -> list[list[tuple[str, float]]]:
     """Per image, (label, score) pairs best first, from the ``top_k_*`` outputs."""
     classes, scores = outputs["top_k_classes"], outputs["top_k_scores"]
@@ -105,6 +145,9 @@ def main(argv=None) -> int:
                        help="REST endpoint (default http://localhost:8501)")
     where.add_argument("--grpc", metavar="HOST:PORT", help="gRPC endpoint, e.g. localhost:8500")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to SECONDS for the model to be AVAILABLE (a server "
+                             "that is still starting); default: ask at once")
     args = parser.parse_args(argv)
 
     try:
@@ -115,6 +158,9 @@ def main(argv=None) -> int:
             except OSError as exc:
                 raise ClientError(f"cannot read {name}: {exc.strerror or exc}") from None
         kwargs = dict(version=args.version, label=args.label, timeout=args.timeout)
+        if args.wait > 0:
+            wait_for_model(args.model, args.wait, grpc_target=args.grpc,
+                           rest=args.rest or "http://localhost:8501")
         if args.grpc:
             outputs = predict_grpc(args.grpc, args.model, images, **kwargs)
         else:

@@ -182,6 +182,19 @@ def test_client_prints_top5_over_rest_and_grpc(server, deployment, pixels, jpegs
         assert client.main([str(jpegs[0]), "--model", "nope", "--rest",
                             f"http://127.0.0.1:{server.rest_port}"]) == 1
     assert "HTTP 404: Servable not found for request: Latest(nope)" in err.getvalue()
+    # --wait: a served model answers at once over both transports; an unknown one times out
+    assert client.model_available("resnet20", rest=f"http://127.0.0.1:{server.rest_port}")
+    assert client.model_available("resnet20", grpc_target=f"127.0.0.1:{server.grpc_port}")
+    assert not client.model_available("nope", grpc_target=f"127.0.0.1:{server.grpc_port}")
+    with redirect_stdout(io.StringIO()):
+        assert client.main([str(jpegs[0]), "--model", "resnet20", "--wait", "5", "--grpc",
+                            f"127.0.0.1:{server.grpc_port}"]) == 0
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "stderr", err)
+        assert client.main([str(jpegs[0]), "--model", "nope", "--wait", "1", "--rest",
+                            f"http://127.0.0.1:{server.rest_port}"]) == 1
+    assert "nope was not AVAILABLE at http://127.0.0.1:" in err.getvalue()
 
 
 def test_status_and_metadata_over_rest_and_grpc(rest, channel):
