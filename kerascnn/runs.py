@@ -56,6 +56,12 @@ class RunConfig:
     versions: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     eval_transform: EvalTransform | None = None
+    #: train.py --weights: the source network (spec, kind, arch, input shape, classifier layer);
+    #: None for a run trained from scratch (and every run written before transfer learning)
+    weights: dict | None = None
+    #: the phases of a transfer run in order (name, first_epoch, epochs, lr, what trains); []
+    #: for a one-phase run
+    phases: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -120,7 +126,8 @@ class RunConfig:
 
     def matches(self, other: "RunConfig") -> str | None:
         """The first key a resumed run must share with the interrupted one and does not."""
-        for key in ("arch", "dataset", "num_classes", "class_names", "input_shape"):
+        for key in ("arch", "dataset", "num_classes", "class_names", "input_shape", "weights",
+                    "phases"):
             if getattr(self, key) != getattr(other, key):
                 return key
         return None

@@ -22,11 +22,13 @@ def _callbacks_module():
     import keras
 
     class EpochLog(keras.callbacks.Callback):
-        """Puts the epoch's learning rate and wall time into the logs (and so into history.csv)."""
+        """Puts the epoch's learning rate and wall time (and ``fields``, numbers such as a
+        transfer run's phase) into the logs, and so into history.csv."""
 
-        def __init__(self):
+        def __init__(self, fields=None):
             super().__init__()
             self.times, self.steps = [], []
+            self.fields = dict(fields or {})
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -38,6 +40,7 @@ def _callbacks_module():
                 lr = self.model.optimizer.learning_rate
                 logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
                 logs["epoch_time_s"] = elapsed
+                logs.update(self.fields)
 
     class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
         """ModelCheckpoint that writes a temporary file and renames it into place, so a kill never
@@ -66,7 +69,7 @@ def _callbacks_module():
     return EpochLog, AtomicCheckpoint
 
 
-def _schedule_callback(recipe: Recipe, monitor: str):
+def _schedule_callback(recipe: Recipe, monitor: str, epoch_offset: int = 0):
     import keras
     if recipe.schedule == "plateau":
         args = recipe.schedule_args
@@ -79,16 +82,18 @@ def _schedule_callback(recipe: Recipe, monitor: str):
     if recipe.schedule == "constant" and not recipe.warmup_epochs:
         return None
     return keras.callbacks.LearningRateScheduler(
-        lambda epoch, lr: learning_rate_at(recipe, epoch, recipe.epochs))
+        lambda epoch, lr: learning_rate_at(recipe, epoch - epoch_offset, recipe.epochs))
 
 
-def fit_callbacks(run_dir: Path, recipe: Recipe, monitor: str, notes: list, extra) -> tuple:
+def fit_callbacks(run_dir: Path, recipe: Recipe, monitor: str, notes: list, extra, *,
+                  epoch_offset: int = 0, fields: dict | None = None) -> tuple:
     """The run's callbacks, in the order that keeps a kill harmless: the epoch's history row and
-    checkpoints are written before BackupAndRestore marks the epoch done."""
+    checkpoints are written before BackupAndRestore marks the epoch done. A phase of a transfer
+    run starts at ``epoch_offset`` (its schedule counts from there) and logs ``fields``."""
     import keras
     EpochLog, AtomicCheckpoint = _callbacks_module()
-    epoch_log = EpochLog()
-    schedule = _schedule_callback(recipe, monitor)
+    epoch_log = EpochLog(fields)
+    schedule = _schedule_callback(recipe, monitor, epoch_offset)
     checkpoints = run_dir / "checkpoints"
     return [epoch_log, keras.callbacks.TerminateOnNaN(), *([schedule] if schedule else []),
             *_tensorboard(run_dir / "logs", notes),

@@ -63,6 +63,28 @@ def add_arguments(parser) -> None:
                              "epochs; CIFAR ResNets; see --list)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="none",
                         help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    transfer = parser.add_argument_group(
+        "transfer learning", "start from trained weights with a new classifier: a freeze phase "
+        "(the base frozen, batch norm in inference mode, the head trained), then an optional "
+        "fine-tune phase; e.g. train.py --weights resnet20:cifar10 --dataset folder:PHOTOS "
+        "--freeze-epochs 5 --fine-tune-epochs 20 --unfreeze conv4")
+    transfer.add_argument("--weights", metavar="SOURCE",
+                          help="imagenet[:PUBLISHER] (with --arch), shipped MODEL:TAG, a "
+                               "RUN_DIR or a PATH.keras; --arch may be left out where the source "
+                               "names it")
+    transfer.add_argument("--freeze-epochs", type=int, metavar="N",
+                          help="epochs training only the new classifier (default "
+                               "5 with --weights)")
+    transfer.add_argument("--fine-tune-epochs", type=int, metavar="M",
+                          help="epochs after it with the base unfrozen (default 0)")
+    transfer.add_argument("--fine-tune-lr", type=float, metavar="LR",
+                          help="learning rate of the fine-tune phase (default: a tenth of --lr)")
+    transfer.add_argument("--unfreeze", metavar="all|PREFIX,...",
+                          help="what the fine-tune phase trains: all (default) or the layers "
+                               "whose names start with these stage prefixes (conv4,conv5)")
+    transfer.add_argument("--fine-tune-bn", choices=["frozen", "train"],
+                          help="batch norm when fine-tuning: frozen (default: inference mode, "
+                               "as the Keras guide advises) or train")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", help="run directory (default: runs/ARCH-DATASET)")
     parser.add_argument("--evaluate", metavar="RUN_DIR",
@@ -93,9 +115,9 @@ def run(args) -> int:
             print(f"  {name:<{width}}  {'-' if acc is None else f'{acc:.2%}'}")
         print(f"saved {report['saved']}")
         return 0
-    if not args.arch:
-        raise UserError("--arch NAME is required (or --list, or --evaluate RUN_DIR; see --list "
-                        "for the networks)")
+    if not args.arch and not args.weights:
+        raise UserError("--arch NAME is required (or --weights SOURCE, --list, or --evaluate "
+                        "RUN_DIR; see --list for the networks)")
     import keras
     if keras.backend.backend() != "tensorflow" and args.strategy not in (None, "none"):
         raise UserError(f"--strategy {args.strategy} is tf.distribute and needs the tensorflow "
@@ -105,9 +127,13 @@ def run(args) -> int:
                       image_size=args.image_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, mixed_precision=args.mixed_precision,
                       recipe=args.recipe, seed=args.seed, run_dir=args.run_dir,
-                      strategy=args.strategy)
+                      strategy=args.strategy, weights=args.weights,
+                      freeze_epochs=args.freeze_epochs, fine_tune_epochs=args.fine_tune_epochs,
+                      fine_tune_lr=args.fine_tune_lr, unfreeze=args.unfreeze,
+                      fine_tune_bn=args.fine_tune_bn)
     metrics = train(cfg)
-    print(next_steps(metrics["run_dir"], cfg.arch))
+    from ..runs import RunDir
+    print(next_steps(metrics["run_dir"], RunDir(metrics["run_dir"]).read_config().arch))
     return 0
 
 

@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..files import atomic_path
 from ..recipes import Recipe, recipe_for
 from ..runs import RunConfig, RunDir
-from . import compiling, multiworker
+from . import compiling, multiworker, transfer
 from .callbacks import best_epoch, fit_callbacks
 from .evaluation import evaluate_model, write_plots
 
@@ -55,7 +55,7 @@ SAMPLE_MAX_SIZE = 96
 class TrainConfig:
     """What ``train.py`` asks for; ``None`` means the recipe's (the paper's) value."""
 
-    arch: str
+    arch: str | None  # None: the network --weights names
     dataset: str | None = None
     data_dir: str | None = None
     val_split: float = 0.1
@@ -71,6 +71,13 @@ class TrainConfig:
     run_dir: str | None = None
     strategy: str | None = None
     verbose: int | str = "auto"
+    # transfer learning (kerascnn.training.transfer): the source, then two phases
+    weights: str | None = None
+    freeze_epochs: int | None = None
+    fine_tune_epochs: int | None = None
+    fine_tune_lr: float | None = None
+    unfreeze: str | None = None
+    fine_tune_bn: str | None = None
 
 
     def check(self) -> None:
@@ -156,10 +163,11 @@ def _versions() -> dict:
 # Sizes, options and pipelines
 
 
-def _image_size(cfg: TrainConfig, info, on_sample: bool) -> int:
+def _image_size(cfg: TrainConfig, info, on_sample: bool, source_size: int | None = None) -> int:
     paper = info.input_shape[0]
     demo = max(min(paper, SAMPLE_MAX_SIZE), info.min_size)
-    size = cfg.image_size if cfg.image_size is not None else (demo if on_sample else paper)
+    size = cfg.image_size if cfg.image_size is not None else \
+        source_size or (demo if on_sample else paper)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UserError(f"--image-size must be a positive integer, got {size!r}")
     if size < info.min_size:
@@ -221,14 +229,18 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
 
     # 1. plan: the network, the recipe, the sizes, the run directory
     cfg.check()
-    info = model_info(cfg.arch)
+    plan = transfer.plan(cfg)  # --weights: the source network, read; the phases
+    if plan is None and not cfg.arch:
+        raise UserError("--arch NAME is required (or --weights to start from trained weights)")
+    info = model_info(plan.source.arch if plan else cfg.arch)
     kind, _ = data_lib.parse_spec(cfg.dataset)
     on_sample = kind == "sample"
     recipe = recipe_for(info.name, cfg.recipe or "paper").replace(
         lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
         batch_size=cfg.batch_size,
-        epochs=SAMPLE_EPOCHS if cfg.epochs is None and on_sample else cfg.epochs)
-    image_size = _image_size(cfg, info, on_sample)
+        epochs=plan.epochs if plan else
+        SAMPLE_EPOCHS if cfg.epochs is None and on_sample else cfg.epochs)
+    image_size = _image_size(cfg, info, on_sample, plan and plan.source.input_shape[0])
     if cfg.strategy not in (None, *multiworker.STRATEGIES):
         raise UserError(f"unknown --strategy {cfg.strategy!r}; use one of "
                         f"{', '.join(multiworker.STRATEGIES)}")
@@ -250,6 +262,10 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     augment = data_lib.augmentation_for(dataset, image_size, recipe.augment)
     preprocessing = recipe.preprocessing or data_lib.preprocessing_for(dataset.name, channels)
     options, notes = _model_options(info, recipe, image_size)
+    if plan:  # the source's own preprocessing and options; the phases' rates
+        plan.check_channels(channels)
+        preprocessing, options = plan.source.preprocessing, plan.source.model_options
+        plan.set_rates(recipe)
     input_shape = (image_size, image_size, channels)
     mixed = compiling.mixed_policy(notes) if cfg.mixed_precision else None
     config = RunConfig(
@@ -263,8 +279,11 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
               "val_images": dataset.val.count, "val_source": dataset.val.source,
               "val_split": cfg.val_split, "data_dir": cfg.data_dir,
               "skipped_images": len(dataset.skipped), "native_size": dataset.native_size},
-        eval_transform=data_lib.eval_transform(dataset, image_size, augment))
+        eval_transform=data_lib.eval_transform(dataset, image_size, augment),
+        weights=plan.source.record() if plan else None, phases=plan.phases if plan else [])
     initial_epoch = _resume_state(run, config, recipe.epochs)
+    if plan:
+        initial_epoch = plan.resume_epoch(run, config, initial_epoch)
 
     # 3. the network, compiled per the recipe
     if strategy is None:
@@ -277,8 +296,9 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         scope = strategy.scope() if strategy else contextlib.nullcontext()
         with scope:
             try:
-                model = get_model(info.name, dataset.num_classes, input_shape,
-                                  preprocessing=preprocessing, **options)
+                model = plan.build(dataset.num_classes, input_shape) if plan else \
+                    get_model(info.name, dataset.num_classes, input_shape,
+                              preprocessing=preprocessing, **options)
             except ValueError as exc:
                 if isinstance(exc, SizeError):
                     raise
@@ -321,9 +341,14 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
             # unreadable images are dropped) ends where it ends; Keras warns about both.
             warnings.filterwarnings("ignore", message=".*shuffle=True.*")
             warnings.filterwarnings("ignore", message=".*ran out of data.*")
-            model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
-                      steps_per_epoch=steps, callbacks=callback_list, verbose=verbose,
-                      shuffle=False)
+            if plan:
+                epoch_log = plan.fit(model, run, recipe, initial_epoch, train_ds=train_ds,
+                                     val_ds=val_ds, steps=steps, num_classes=dataset.num_classes,
+                                     notes=notes, callbacks=callbacks, verbose=verbose)
+            else:
+                model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
+                          steps_per_epoch=steps, callbacks=callback_list, verbose=verbose,
+                          shuffle=False)
     else:  # every epoch ran before a kill: the last epoch's weights are in last.keras
         from ..registry import load_model
         model = load_model(run.checkpoints / "last.keras")
