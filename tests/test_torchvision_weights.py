@@ -14,14 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-tv_models = pytest.importorskip("torchvision.models")
-
-import kerascnn  # noqa: E402
-from kerascnn.weights import WeightsError  # noqa: E402
-from kerascnn.weights import torchvision as tvw  # noqa: E402
+import kerascnn
+from kerascnn.weights import WeightsError
+from kerascnn.weights import torchvision as tvw
 
 pytestmark = pytest.mark.torchvision
+torch = tv_models = None  # imported by the fixture below: a deselected file never loads torch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch():
+    global torch, tv_models
+    torch = pytest.importorskip("torch")
+    tv_models = pytest.importorskip("torchvision.models")
 
 SAMPLES = Path(kerascnn.__file__).parent / "samples" / "imagenette5" / "val"
 #: our registry name -> torchvision's builder name
