@@ -5,7 +5,9 @@ arguments (``num_classes``, ``input_shape``, ``preprocessing``, ``model_options`
 the validation accuracy and the provenance of the run that produced it (command, epochs, wall time,
 machine, data split and licence, versions, the file's SHA-256). ``kerascnn.get_model(name,
 weights=tag)`` builds the network from the manifest (raw uint8 pixels in, the training's scaling
-inside the model) and loads the weights; :func:`manifest` gives the class names.
+inside the model) and loads the weights; :func:`manifest` gives the class names. Published ImageNet
+weights (``weights="imagenet"``, ``"imagenet:keras"``, a publisher's file) go through the same
+functions, answered by :mod:`kerascnn.weights.published` (downloaded, converted and cached).
 
     >>> import kerascnn
     >>> from kerascnn import weights
@@ -25,7 +27,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import WeightsError
 
 __all__ = ["WeightsError", "available", "manifest", "weights_file", "load_weights",
            "build_arguments", "run_record", "MAX_BYTES", "DATA_LICENCES"]
@@ -41,17 +43,12 @@ DATA_LICENCES = {
 }
 
 
-class WeightsError(UserError, ValueError):
-    """Unknown, mismatched or damaged shipped weights; the message names the ones that exist.
-
-    A ``ValueError`` for library callers (as ``get_model``'s other argument errors), a
-    ``UserError`` for the CLI (one line, exit code 2)."""
-
-
 def available(model: str | None = None) -> dict[str, dict]:
     """Manifests of the shipped weights, keyed ``model:tag`` (only ``model``'s when given)."""
     found = {}
     for path in sorted(HERE.glob("*.json")):
+        if path.name == "imagenet_classes.json":  # the ImageNet class names, no manifest
+            continue
         meta = json.loads(path.read_text(encoding="utf-8"))
         if model is None or meta["model"] == model:
             found[f"{meta['model']}:{meta['tag']}"] = meta
@@ -66,7 +63,18 @@ def _listing() -> str:
 
 def manifest(name: str, tag: str) -> dict:
     """The manifest of the shipped weights ``tag`` of network ``name`` (class names, accuracy,
-    provenance); an unknown pair raises :class:`WeightsError` listing the shipped ones."""
+    provenance); an unknown pair raises :class:`WeightsError` listing the shipped ones. A
+    published ``tag`` (``"imagenet"`` ...) gets a manifest of the same shape."""
+    from .published import is_published, manifest as published_manifest
+    if is_published(tag):
+        try:
+            return published_manifest(name, tag)
+        except WeightsError as exc:
+            if not str(exc).startswith("no ImageNet weights"):
+                raise
+            own = [k.split(":")[1] for k in available(name)]
+            raise WeightsError(f"{exc}; {name} ships {', '.join(map(repr, own)) or 'none'} "
+                               f"(shipped weights: {_listing()})") from None
     if not isinstance(tag, str):
         raise WeightsError(f"weights must be the tag of shipped weights (a string), got {tag!r}; "
                            f"shipped: {_listing()}")
@@ -92,7 +100,7 @@ def weights_file(name: str, tag: str) -> Path:
 
 
 def build_arguments(name: str, tag: str, num_classes=None, input_shape=None,
-                    preprocessing=None) -> dict:
+                    preprocessing=None, options=None) -> dict:
     """``get_model`` arguments for ``name`` with weights ``tag``: the manifest's, checked against
     what the caller passed (``None`` = not given). Classes, channels and preprocessing must match
     the training; the height and width may differ where the network allows it (global pooling)."""
@@ -111,13 +119,25 @@ def build_arguments(name: str, tag: str, num_classes=None, input_shape=None,
         raise WeightsError(f"{where} were trained with preprocessing {meta['preprocessing']}; a "
                            f"different one ({preprocessing!r}) would feed them pixels they never "
                            f"saw. Leave preprocessing out to use the training's")
+    fixed = dict(meta.get("model_options", {}))
+    clash = {k: v for k, v in (options or {}).items() if k in fixed and v is not None
+             and v != fixed[k]}
+    if clash:
+        key = sorted(clash)[0]
+        raise WeightsError(f"{where} belong to {name} built with {key}={fixed[key]!r}, not "
+                           f"{clash[key]!r}; leave {key} out")
     return {"num_classes": meta["num_classes"], "input_shape": shape,
             "preprocessing": meta["preprocessing"], "options": dict(meta.get("model_options", {}))}
 
 
-def load_weights(model, name: str, tag: str) -> None:
+def load_weights(model, name: str, tag: str, *, build=None, skip_mismatch: bool = False) -> None:
     """Load the shipped weights ``tag`` of network ``name`` into ``model`` (built to match, as
-    :func:`build_arguments` says). The file's SHA-256 is checked against the manifest first."""
+    :func:`build_arguments` says). The file's SHA-256 is checked against the manifest first.
+    ``skip_mismatch`` leaves out layers of another shape (a headless model's unused classifier);
+    ``build(input_shape)`` builds another such model (published weights convert on one)."""
+    from .published import is_published, load
+    if is_published(tag):
+        return load(model, name, tag, build=build, skip_mismatch=skip_mismatch)
     meta = manifest(name, tag)
     path = HERE / meta["file"]
     if not path.is_file():
@@ -128,7 +148,7 @@ def load_weights(model, name: str, tag: str) -> None:
         raise WeightsError(f"{path} is damaged (SHA-256 {digest[:12]}..., the manifest says "
                            f"{meta['sha256'][:12]}...); reinstall kerascnn")
     try:
-        model.load_weights(path)
+        model.load_weights(path, skip_mismatch=skip_mismatch)
     except ValueError as exc:  # e.g. a Flatten-fed dense layer at another input size
         found = re.search(r"path=([^,\s]+), shape=(\([^)]*\))", str(exc))
         want = re.search(r"value\.shape=(\([^)]*\))", str(exc))
