@@ -68,7 +68,8 @@ _IMAGENET_CLASSES = _Default(1000)
 
 
 def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None, *,
-              weights: str | None = None, preprocessing=None, **options):
+              weights: str | None = None, preprocessing=None, include_top: bool = True,
+              pooling: str | None = None, **options):
     """Build the network ``name`` as a Keras functional model.
 
     ``num_classes`` sizes the classifier; ``input_shape`` is (H, W, C), the paper's by default;
@@ -77,14 +78,20 @@ def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None,
     ``aux_logits``, ``stride_on`` ...). Options left as ``None`` take the paper's default.
     ``weights`` names shipped weights (``get_model("resnet20", weights="cifar10")``, see
     :mod:`kerascnn.weights`): the class count, input shape, preprocessing and options then default
-    to the training's, so the model takes raw uint8 pixels.
+    to the training's, so the model takes raw uint8 pixels. ``weights="imagenet"`` (or
+    ``"imagenet:keras"``, ``"imagenet:torchvision"``, a publisher's ``.h5``/``.pth`` file) loads
+    published ImageNet weights (:mod:`kerascnn.weights.published`: downloaded once, converted
+    once, cached under ``$KERAS_HOME``).
+
+    ``include_top=False`` returns the network up to its last feature map, as keras.applications
+    does (ResNet-50 at 224: 7x7x2048), then ``pooling="avg"`` or ``"max"`` pools it to a vector.
     """
     info = model_info(name)
     # --- shipped weights (kerascnn.weights): the manifest supplies what the caller left out ---
     if weights is not None:
         from .weights import build_arguments
-        given = None if num_classes is _IMAGENET_CLASSES else num_classes
-        shipped = build_arguments(info.name, weights, given, input_shape, preprocessing)
+        given = None if num_classes is _IMAGENET_CLASSES or not include_top else num_classes
+        shipped = build_arguments(info.name, weights, given, input_shape, preprocessing, options)
         num_classes, input_shape = shipped["num_classes"], shipped["input_shape"]
         preprocessing = shipped["preprocessing"]
         options = {**shipped["options"], **options}
@@ -98,10 +105,15 @@ def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None,
     if unknown:
         raise ValueError(f"{info.name} has no option {', '.join(sorted(unknown))}; its options are: "
                          f"{', '.join(info.accepted_options()) or 'none'}")
+    if pooling is not None and include_top:
+        raise ValueError(f"pooling={pooling!r} applies to a headless model: pass include_top=False")
+
+    def build(input_shape):
+        return info.builder(num_classes=num_classes, input_shape=input_shape,
+                            preprocessing=preprocessing, name=info.name,
+                            **{**info.options, **options})
     try:
-        model = info.builder(num_classes=num_classes, input_shape=shape,
-                             preprocessing=preprocessing, name=info.name,
-                             **{**info.options, **options})
+        model = build(shape)
     except SizeError as exc:
         h, w, c = shape
         least = exc.min_size or info.min_size
@@ -111,8 +123,28 @@ def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None,
                         layer=exc.layer, min_size=least) from None
     if weights is not None:
         from .weights import load_weights
-        load_weights(model, info.name, weights)
-    return model
+        load_weights(model, info.name, weights, build=build, skip_mismatch=not include_top)
+    return model if include_top else _headless(model, pooling)
+
+
+def _headless(model, pooling):
+    """``model`` without its classifier (keras.applications' ``include_top=False``): the same
+    layers up to the last spatial map on the way to ``predictions`` (an adaptive pool before the
+    classifier, AlexNet-OWT's, belongs to the head), then global ``avg_pool`` or ``max_pool``."""
+    import keras
+
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    producer = {id(layer.output): layer for layer in model.layers}
+    tensor = model.get_layer("predictions").input
+    while len(tensor.shape) != 4 or \
+            isinstance(producer[id(tensor)], keras.layers.AdaptiveAveragePooling2D):
+        tensor = producer[id(tensor)].input
+    if pooling == "avg":
+        tensor = keras.layers.GlobalAveragePooling2D(name="avg_pool")(tensor)
+    elif pooling == "max":
+        tensor = keras.layers.GlobalMaxPooling2D(name="max_pool")(tensor)
+    return keras.Model(model.input, tensor, name=model.name)
 
 
 def load_model(path):
