@@ -126,7 +126,7 @@ class _Shipped:
         from .registry import get_model
         from .weights import run_record
 
-        name, tag = spec.split(":")
+        name, tag = spec.split(":", 1)  # resnet50:imagenet:keras has two colons
         run = run_record(name, tag)
         self._model = get_model(name, weights=tag)
         self.num_classes = run.num_classes

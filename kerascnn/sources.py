@@ -115,7 +115,8 @@ def resolve(spec) -> ModelRef:
     path = Path(text)
     if ":" in text and not path.exists() and not _looks_like_path(text):
         from .weights import available
-        if text in available():
+        from .weights.published import is_published
+        if text in available() or is_published(text.split(":", 1)[1]):  # resnet50:imagenet
             return ModelRef("weights", text)
         name = text.split(":")[0]
         shipped = ", ".join(available()) or "none"
