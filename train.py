@@ -3,6 +3,7 @@
     python train.py --arch googlenet                       # a few-minute demo on the bundled sample
     python train.py --arch lenet5 --dataset idx:../shared/data/mnist
     python train.py --arch resnet20 --dataset folder:../shared/data/cifar10/train --recipe budget
+    python train.py --weights resnet20:cifar10 --freeze-epochs 5 --fine-tune-epochs 35  # transfer
     python train.py --evaluate runs/lenet5-mnist            # top-1/top-5/per-class of a trained run
     python train.py --list                                  # networks, recipes and dataset forms
     python train.py --arch resnet20 --backend jax           # the same recipe on JAX (or torch)

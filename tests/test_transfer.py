@@ -14,6 +14,7 @@ from conftest import ROOT, SHARED_DATA
 keras = pytest.importorskip("keras")
 import kerascnn  # noqa: E402
 from kerascnn import data, registry, training  # noqa: E402
+from kerascnn.errors import UserError  # noqa: E402
 from kerascnn.runs import RunDir  # noqa: E402
 from kerascnn.training import transfer  # noqa: E402
 from kerascnn.weights import WeightsError, manifest  # noqa: E402
@@ -125,7 +126,7 @@ def test_transfer_run_records_its_source_and_phases(resnet_run):
     assert model.input.dtype == "uint8" and model.layers[-1].name == "predictions"
     _, batches, _ = RunDir(run_dir).validation_data(batch_size=20)  # the run's transform
     x, y = next(iter(batches))
-    probs = model.predict(x, verbose=0)
+    probs = keras.ops.convert_to_numpy(model(x))
     assert x.dtype == "uint8" and probs.shape == (20, 5)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
 
@@ -154,6 +155,9 @@ def test_kills_at_the_phase_boundary_and_mid_fine_tune_resume(digits, tmp_path):
     with pytest.raises(Kill):  # the freeze phase ends, the fine-tune phase never starts
         training.train(cfg, callbacks=[KillAtEpoch(1, sessions[0])])
     frozen = registry.load_model(run_dir / "checkpoints" / "last.keras").get_weights()
+    changed = training.TrainConfig(**{**vars(cfg), "fine_tune_epochs": 3})
+    with pytest.raises(UserError, match="interrupted run with a different phases"):
+        training.train(changed)
     started = []
 
     class Start(keras.callbacks.Callback):
@@ -174,6 +178,19 @@ def test_kills_at_the_phase_boundary_and_mid_fine_tune_resume(digits, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["num_classes"] == 5 and config["input_shape"] == [32, 32, 1]
     assert [p["name"] for p in config["phases"]] == ["freeze", "fine_tune"]
+
+    # the finished run, and its model.keras, are sources in turn (arch and preprocessing read
+    # from its config.json)
+    tuned = registry.load_model(run_dir / "model.keras")
+    for spec, kind in ((run_dir, "run"), (run_dir / "model.keras", "keras")):
+        plan = transfer.plan(training.TrainConfig(arch=None, weights=str(spec)))
+        assert (plan.source.kind, plan.source.arch, plan.source.classifier) == \
+            (kind, "lenet5", "output")
+        assert plan.source.preprocessing == config["preprocessing"]
+        model = plan.build(3, (32, 32, 1))
+        assert model.get_layer("output").get_weights()[0].shape == (84, 3)
+        np.testing.assert_array_equal(model.get_layer("f6").get_weights()[0],
+                                      tuned.get_layer("f6").get_weights()[0])
 
 
 # ---------------------------------------------------------------------------------------------

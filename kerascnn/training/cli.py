@@ -69,9 +69,9 @@ def add_arguments(parser) -> None:
         "fine-tune phase; e.g. train.py --weights resnet20:cifar10 --dataset folder:PHOTOS "
         "--freeze-epochs 5 --fine-tune-epochs 20 --unfreeze conv4")
     transfer.add_argument("--weights", metavar="SOURCE",
-                          help="imagenet[:PUBLISHER] (with --arch), shipped MODEL:TAG, a "
-                               "RUN_DIR or a PATH.keras; --arch may be left out where the source "
-                               "names it")
+                          help="imagenet[:PUBLISHER] or a publisher's .h5/.pth (with --arch), "
+                               "shipped MODEL:TAG, a RUN_DIR or a PATH.keras; --arch may be left "
+                               "out where the source names it")
     transfer.add_argument("--freeze-epochs", type=int, metavar="N",
                           help="epochs training only the new classifier (default "
                                "5 with --weights)")

@@ -59,7 +59,7 @@ class Source:
     classifier's name and the record its run kept (preprocessing, options)."""
 
     spec: str
-    kind: str                      # imagenet | weights | run | keras
+    kind: str                      # imagenet | published (.h5/.pth) | weights | run | keras
     arch: str
     input_shape: tuple
     preprocessing: dict | str | None
@@ -306,11 +306,13 @@ def _load_source(spec: str, arch: str | None):
     RunConfig where there is one."""
     from ..registry import get_model, load_model, model_info
     from ..sources import resolve
-    if spec == "imagenet" or spec.startswith("imagenet:"):  # imagenet[:PUBLISHER]
+    published = spec.endswith((".h5", ".pth"))  # a publisher's file, as get_model takes it
+    if spec == "imagenet" or spec.startswith("imagenet:") or published:
         if not arch:
             raise TransferError(f"--weights {spec} needs --arch NAME (the network whose ImageNet "
                                 f"weights to start from; python -m kerascnn.weights list)")
-        return "imagenet", model_info(arch).name, get_model(arch, weights=spec), None
+        return ("published" if published else "imagenet"), model_info(arch).name, \
+            get_model(arch, weights=spec), None
     ref = resolve(spec).require("weights", "run", "keras", command="train.py --weights")
     if ref.kind == "weights":
         from ..weights import run_record
@@ -375,7 +377,7 @@ def plan(cfg) -> Transfer | None:
     weights = {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in model.layers
                if layer.weights}
     config = model.get_config()
-    path = str(Path(cfg.weights).resolve()) if kind in ("run", "keras") else None
+    path = str(Path(cfg.weights).resolve()) if kind in ("run", "keras", "published") else None
     source = Source(
         spec=str(cfg.weights), kind=kind, arch=arch, input_shape=tuple(model.input_shape[1:]),
         preprocessing=record.preprocessing if record else _preprocessing_of(model),
