@@ -183,10 +183,14 @@ def test_first_use_downloads_checks_converts_caches_and_later_calls_load_the_cac
     assert (record.eval_transform.resize, record.eval_transform.crop) == (256, (224, 224))
     assert record.model_options == {"stride_on": "1x1"}
 
-    # predict takes MODEL:TAG, and `weights save` writes a run directory export accepts
+    # predict takes MODEL:TAG (`weights save`, which writes a run directory, is a slow test)
     from kerascnn.predict import predict
     top = predict("resnet50:imagenet:keras", image_files([IMAGES])[:1], top_k=3)[0]
     assert len(top) == 3 and all(name in record.class_names for name, _ in top)
+
+
+@pytest.mark.slow
+def test_weights_save_writes_a_run_directory_with_the_imagenet_classes(mirror, tmp_path):
     from kerascnn.weights.packing import save_run_dir
     run = save_run_dir("resnet50", "imagenet:keras", tmp_path / "run")
     config = json.loads((run / "config.json").read_text())
@@ -264,13 +268,14 @@ def test_unreachable_is_a_clear_error_naming_the_url_and_where_to_put_the_file(m
 
 # ------------------------------------------------------------------------------ feature extraction
 def test_include_top_false_and_pooling_give_keras_applications_shapes():
-    theirs = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3))
+    theirs = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
+                                         input_shape=(224, 224, 3))
     ours = kerascnn.get_model("resnet50", include_top=False)
-    assert ours.output.shape[1:] == theirs.output.shape[1:] == (7, 7, 2048)
+    assert ours.output.shape[1:] == theirs.get_layer("conv5_block3_out").output.shape[1:] \
+        == (7, 7, 2048)
     assert ours.count_params() == 23_587_712 - 26_560  # keras' stem minus its conv biases
     assert kerascnn.get_model("resnet50", include_top=False, pooling="avg").output.shape[1:] \
-        == keras.applications.ResNet50(weights=None, include_top=False, pooling="avg"
-                                       ).output.shape[1:] == (2048,)
+        == theirs.output.shape[1:] == (2048,)
     vgg = keras.applications.VGG16(weights=None, include_top=False, pooling="max",
                                    input_shape=(224, 224, 3))
     ours = kerascnn.get_model("vgg16", include_top=False, pooling="max")
@@ -278,9 +283,12 @@ def test_include_top_false_and_pooling_give_keras_applications_shapes():
     assert ours.count_params() == vgg.count_params() == 14_714_688
     assert kerascnn.get_model("googlenet", include_top=False, aux_logits=True
                               ).output.shape[1:] == (7, 7, 1024)
-    assert kerascnn.get_model("alexnet", include_top=False).output.shape[1:] == (6, 6, 256)
-    owt = kerascnn.get_model("alexnet_owt", include_top=False)
-    assert owt.output.shape[1:] == (6, 6, 256) and owt.layers[-1].name == "pool5"
+    # at their smallest inputs (the cut is the same at any size): 67 -> 1x1, 95 -> 2x2 before
+    # AlexNet-OWT's adaptive 6x6 pool, which belongs to the head
+    assert kerascnn.get_model("alexnet", include_top=False, input_shape=(67, 67, 3)
+                              ).output.shape[1:] == (1, 1, 256)
+    owt = kerascnn.get_model("alexnet_owt", include_top=False, input_shape=(95, 95, 3))
+    assert owt.output.shape[1:] == (2, 2, 256) and owt.layers[-1].name == "pool5"
     with pytest.raises(ValueError, match="include_top=False"):
         kerascnn.get_model("resnet18", pooling="avg")
     with pytest.raises(ValueError, match="pooling must be"):

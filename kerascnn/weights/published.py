@@ -276,11 +276,11 @@ def fetch(e: PublishedWeights, *, base_url: str | None = None, timeout: float = 
             if candidate == target:  # a damaged copy of ours (one of Keras' own is left alone)
                 candidate.unlink()
     url = _url(e, base_url)
-    target.parent.mkdir(parents=True, exist_ok=True)
     print(f"downloading {e.publisher}'s {e.source_name} from {url} to {target}", file=sys.stderr)
     by_hand = (f"on a machine without internet access download {e.url} elsewhere and put it at "
                f"{target} (or point ${URL_ENV} at a folder or mirror holding {e.file_name})")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             digest = _hasher(e.hash_kind)
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
