@@ -105,6 +105,8 @@ def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None,
     if unknown:
         raise ValueError(f"{info.name} has no option {', '.join(sorted(unknown))}; its options are: "
                          f"{', '.join(info.accepted_options()) or 'none'}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if pooling is not None and include_top:
         raise ValueError(f"pooling={pooling!r} applies to a headless model: pass include_top=False")
 
@@ -133,8 +135,6 @@ def _headless(model, pooling):
     classifier, AlexNet-OWT's, belongs to the head), then global ``avg_pool`` or ``max_pool``."""
     import keras
 
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     producer = {id(layer.output): layer for layer in model.layers}
     tensor = model.get_layer("predictions").input
     while len(tensor.shape) != 4 or \
