@@ -102,6 +102,13 @@ def test_fine_tune_phase_changes_the_base_but_not_frozen_batch_norm(resnet_run):
     for name in BASE_BNS:  # --fine-tune-bn frozen (the default) keeps them
         for kept, shipped in zip(model.get_layer(name).get_weights(), source[name]):
             np.testing.assert_array_equal(kept, shipped)
+    # the run as the source of another: its frozen batch norm is saved so, the rebuild unfreezes
+    assert not model.get_layer("conv1_bn").trainable
+    rebuilt = transfer.plan(training.TrainConfig(arch=None, weights=str(run_dir))).build(
+        3, (32, 32, 3))
+    assert all(layer.trainable for layer in rebuilt.layers)
+    np.testing.assert_array_equal(rebuilt.get_layer("conv1_conv").get_weights()[0],
+                                  model.get_layer("conv1_conv").get_weights()[0])
 
 
 def test_transfer_run_records_its_source_and_phases(resnet_run):

@@ -127,6 +127,7 @@ class Transfer:
             if layer["class_name"] == "InputLayer":
                 conf["batch_shape"] = [None, *input_shape]
                 continue
+            conf["trainable"] = True  # a transfer run's model.keras saves its frozen layers
             if layer["name"] == src.classifier:
                 conf["units"] = int(num_classes)
             if policy.startswith("mixed_") and layer["name"] != "predictions" and "dtype" in conf:
