@@ -164,12 +164,13 @@ def test_first_use_downloads_checks_converts_caches_and_later_calls_load_the_cac
     assert cache.parent.parent == tmp_path / "keras_home" / "kerascnn"
     assert not [p for p in cache.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
-    # the cache is what later calls read: no mirror and no download needed any more; a headless
-    # model takes the same weights and gives keras.applications' include_top=False features
+    # a damaged cache is converted again from the verified download, with no new download; a
+    # headless model takes the same weights: keras.applications' include_top=False features
     shutil.rmtree(mirror["folder"])
-    (published.home() / "downloads" / mirror["entry"].file_name).unlink()
+    cache.write_bytes(cache.read_bytes()[:1000])
     features = kerascnn.get_model("resnet50", weights="imagenet", include_top=False)
     assert "downloading" not in capsys.readouterr().err
+    assert cache.stat().st_size > 90_000_000
     theirs = keras.Model(resnet50_source["model"].input,
                          resnet50_source["model"].get_layer("conv5_block3_out").output)
     preprocess = keras.applications.imagenet_utils.preprocess_input
@@ -183,7 +184,9 @@ def test_first_use_downloads_checks_converts_caches_and_later_calls_load_the_cac
     assert (record.eval_transform.resize, record.eval_transform.crop) == (256, (224, 224))
     assert record.model_options == {"stride_on": "1x1"}
 
-    # predict takes MODEL:TAG (`weights save`, which writes a run directory, is a slow test)
+    # predict takes MODEL:TAG (`weights save`, which writes a run directory, is a slow test),
+    # and reads the cache alone: the downloaded file is not needed any more
+    (published.home() / "downloads" / mirror["entry"].file_name).unlink()
     from kerascnn.predict import predict
     top = predict("resnet50:imagenet:keras", image_files([IMAGES])[:1], top_k=3)[0]
     assert len(top) == 3 and all(name in record.class_names for name, _ in top)
@@ -232,6 +235,13 @@ def test_loopback_http_download_once_then_the_verified_copy(mirror, capsys):
         assert published.fetch(entry, base_url=url) == path
         assert _Handler.requests == [f"/{entry.file_name}"]  # no second download
     assert hashlib.md5(path.read_bytes()).hexdigest() == entry.file_hash
+    # a verified copy in keras.applications' own cache ($KERAS_HOME/models) is taken as it is
+    path.unlink()
+    theirs = published.home().parent / "models" / entry.file_name
+    theirs.parent.mkdir()
+    shutil.copy(mirror["folder"] / entry.file_name, theirs)
+    with _serve(mirror["folder"]) as url:
+        assert published.fetch(entry, base_url=url) == theirs and _Handler.requests == []
 
 
 def test_a_wrong_hash_is_an_error_that_keeps_nothing(mirror):
