@@ -75,7 +75,8 @@ def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None,
     ``num_classes`` sizes the classifier; ``input_shape`` is (H, W, C), the paper's by default;
     ``preprocessing`` (a name of :data:`kerascnn.layers.PREPROCESSING` or a dict) makes the model
     take raw uint8 pixels; other keyword arguments are the family's options (``batch_norm``,
-    ``aux_logits``, ``stride_on`` ...). Options left as ``None`` take the paper's default.
+    ``aux_logits``, ``stride_on`` ...). Options left as ``None`` take the paper's default
+    (``classifier_activation=None`` is the logits, as in keras.applications).
     ``weights`` names shipped weights (``get_model("resnet20", weights="cifar10")``, see
     :mod:`kerascnn.weights`): the class count, input shape, preprocessing and options then default
     to the training's, so the model takes raw uint8 pixels. ``weights="imagenet"`` (or
@@ -100,7 +101,10 @@ def get_model(name: str, num_classes: int = _IMAGENET_CLASSES, input_shape=None,
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     shape = _check_input_shape(info.name, input_shape or info.input_shape, info)
-    options = {k: v for k, v in options.items() if v is not None}
+    # None means "the paper's default", except for classifier_activation, where None is the
+    # logits (keras.applications' meaning of classifier_activation=None)
+    options = {k: v for k, v in options.items()
+               if v is not None or k == "classifier_activation"}
     unknown = set(options) - set(info.accepted_options())
     if unknown:
         raise ValueError(f"{info.name} has no option {', '.join(sorted(unknown))}; its options are: "

@@ -79,3 +79,16 @@ def test_lrn_matches_the_formula():
     sq = np.pad(x ** 2, [(0, 0)] * 3 + [(2, 2)])
     window = sum(sq[..., i:i + 7] for i in range(5))
     np.testing.assert_allclose(got, x / (2.0 + 1e-4 / 5 * window) ** 0.75, rtol=1e-5)
+
+
+def test_classifier_activation_none_gives_logits_as_in_keras_applications():
+    """Other options left as None take the paper's default; classifier_activation=None is the
+    logits (keras.applications' meaning), so the same image gives softmax(logits)."""
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    probs = kerascnn.get_model("resnet20", 10, classifier_activation="softmax")
+    logits = kerascnn.get_model("resnet20", 10, classifier_activation=None, shortcut=None)
+    logits.set_weights(probs.get_weights())
+    z = logits.predict(x, verbose=0)
+    assert z.min() < 0 or z.max() > 1
+    np.testing.assert_allclose(probs.predict(x, verbose=0),
+                               np.exp(z) / np.exp(z).sum(1, keepdims=True), atol=1e-6)
