@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import WeightsError
-from .published import PublishedWeights
+from .record import PublishedWeights
 
 __all__ = ["SOURCES", "read", "convert", "CAFFE_MEAN_RGB", "KERAS_BN_EPSILON"]
 

@@ -48,11 +48,11 @@ import sys
 import urllib.error
 import urllib.request
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import WeightsError
 from ..files import atomic_path
+from .record import PublishedWeights
 
 __all__ = ["PublishedWeights", "PUBLISHERS", "DEFAULT_ORDER", "URL_ENV", "entries", "entry",
            "is_published", "class_names", "manifest", "fetch", "converted_path", "home", "load",
@@ -75,29 +75,6 @@ SUFFIXES = {".h5": "keras.applications", ".pth": "torchvision", ".pt": "torchvis
 URL_ENV = "KERASCNN_WEIGHTS_URL"
 CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.json")
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class PublishedWeights:
-    """One publisher's ImageNet weights for one of our networks."""
-
-    network: str                 # our registry name: "resnet50"
-    publisher: str               # a key of PUBLISHERS
-    source_name: str             # the publisher's name: "ResNet50_Weights.IMAGENET1K_V1"
-    url: str                     # the publisher's download address
-    file_hash: str               # the published hash of that file
-    hash_kind: str               # "sha256-prefix" (torchvision: in the file name) or "md5" (keras)
-    top1: float                  # the publisher's ImageNet-1k validation top-1, percent
-    top5: float | None = None
-    preprocessing: dict = field(default_factory=dict)   # our preprocessing dict for raw uint8 RGB
-    options: dict = field(default_factory=dict)         # builder options matching the publisher
-    input_size: int = 224
-    licence: str = ""
-    resize: int | None = None    # the evaluation resize (shorter side); None: input_size / 0.875
-
-    @property
-    def file_name(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
 
 
 # ------------------------------------------------------------------------------ the table

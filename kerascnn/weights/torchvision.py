@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import WeightsError
-from .published import PublishedWeights
+from .record import PublishedWeights
 
 __all__ = ["SOURCES", "BN_EPSILON", "module_names", "read", "convert"]
 
