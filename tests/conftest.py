@@ -11,3 +11,27 @@ SHARED_DATA = Path(os.environ.get("KERASCNN_SHARED_DATA", ROOT.parent / "shared"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def mnist_subset(root, count: int, classes=None) -> Path:
+    """The first ``count`` real MNIST training digits (of ``classes`` only, when given) written
+    as IDX files into ``root``: a small real dataset, ``idx:ROOT``, for tests that train. Skips
+    the test when ../shared/data/mnist is not there."""
+    import numpy as np
+    import pytest
+
+    from kerascnn import data
+
+    mnist = SHARED_DATA / "mnist"
+    if not mnist.is_dir():
+        pytest.skip("../shared/data/mnist not present")
+    images = data.read_idx(mnist / "train-images-idx3-ubyte.gz")
+    labels = data.read_idx(mnist / "train-labels-idx1-ubyte.gz")
+    if classes is not None:
+        keep = np.isin(labels, list(classes))
+        images, labels = images[keep], labels[keep]
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    data.write_idx(root / "train-images-idx3-ubyte.gz", images[:count])
+    data.write_idx(root / "train-labels-idx1-ubyte.gz", labels[:count])
+    return root

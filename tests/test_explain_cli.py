@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, mnist_subset
 
 keras = pytest.importorskip("keras")
 import kerascnn  # noqa: E402
@@ -136,10 +136,7 @@ def test_the_commands_write_pngs_and_say_what_is_wrong(digits, tmp_path, capsys,
 @pytest.fixture(scope="module")
 def tiny_mnist(tmp_path_factory):
     """200 training digits as IDX files: a 10% validation split of 20 digits."""
-    root = tmp_path_factory.mktemp("tiny_mnist")
-    data.write_idx(root / "train-images-idx3-ubyte.gz", _read("images", 200))
-    data.write_idx(root / "train-labels-idx1-ubyte.gz", _read("labels", 200))
-    return f"idx:{root}"
+    return f"idx:{mnist_subset(tmp_path_factory.mktemp('tiny_mnist'), 200)}"
 
 
 def test_top_patches_png_draws_the_receptive_field_boxes(source, lenet, tiny_mnist, tmp_path):

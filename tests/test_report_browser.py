@@ -12,7 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import mnist_subset
 
 pytestmark = pytest.mark.browser
 
@@ -47,15 +47,8 @@ def chromium(*args, user_data):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """A real run's report: LeNet-5 for one epoch on 1,000 MNIST digits."""
-    from kerascnn import data, training
-    mnist = SHARED_DATA / "mnist"
-    if not mnist.is_dir():
-        pytest.skip("../shared/data/mnist not present")
-    root = tmp_path_factory.mktemp("digits")
-    data.write_idx(root / "train-images-idx3-ubyte.gz",
-                   data.read_idx(mnist / "train-images-idx3-ubyte.gz")[:1000])
-    data.write_idx(root / "train-labels-idx1-ubyte.gz",
-                   data.read_idx(mnist / "train-labels-idx1-ubyte.gz")[:1000])
+    from kerascnn import training
+    root = mnist_subset(tmp_path_factory.mktemp("digits"), 1000)
     run = tmp_path_factory.mktemp("runs") / "lenet5"
     training.train(training.TrainConfig(arch="lenet5", dataset=f"idx:{root}", epochs=1,
                                         run_dir=str(run), verbose=0))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, mnist_subset
 
 keras = pytest.importorskip("keras")
 import kerascnn  # noqa: E402
@@ -26,14 +26,7 @@ needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason="../shared/data/mnis
 @pytest.fixture(scope="module")
 def mnist_small(tmp_path_factory):
     """The first 3,000 real MNIST training digits as IDX files (10% are held out by the loader)."""
-    if not MNIST.is_dir():
-        pytest.skip("../shared/data/mnist not present")
-    root = tmp_path_factory.mktemp("mnist_small")
-    images = data.read_idx(MNIST / "train-images-idx3-ubyte.gz")[:3000]
-    labels = data.read_idx(MNIST / "train-labels-idx1-ubyte.gz")[:3000]
-    data.write_idx(root / "train-images-idx3-ubyte.gz", images)
-    data.write_idx(root / "train-labels-idx1-ubyte.gz", labels)
-    return root
+    return mnist_subset(tmp_path_factory.mktemp("mnist_small"), 3000)
 
 
 def train_main(argv, capsys):

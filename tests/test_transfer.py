@@ -9,18 +9,17 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, mnist_subset
 
 keras = pytest.importorskip("keras")
 import kerascnn  # noqa: E402
-from kerascnn import data, registry, training  # noqa: E402
+from kerascnn import registry, training  # noqa: E402
 from kerascnn.errors import UserError  # noqa: E402
 from kerascnn.runs import RunDir  # noqa: E402
 from kerascnn.training import transfer  # noqa: E402
 from kerascnn.weights import WeightsError, manifest  # noqa: E402
 
 SAMPLE = ROOT / "kerascnn" / "samples" / "imagenette5"
-MNIST = SHARED_DATA / "mnist"
 BASE_CONVS = ("conv1_conv", "conv2_block1_1_conv", "conv4_block3_2_conv")
 BASE_BNS = ("conv1_bn", "conv3_block2_2_bn", "conv4_block3_2_bn")
 
@@ -40,15 +39,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """The first 600 real MNIST digits of classes 0-4 as IDX files (10% held out)."""
-    if not MNIST.is_dir():
-        pytest.skip("../shared/data/mnist not present")
-    root = tmp_path_factory.mktemp("digits")
-    images = data.read_idx(MNIST / "train-images-idx3-ubyte.gz")[:1200]
-    labels = data.read_idx(MNIST / "train-labels-idx1-ubyte.gz")[:1200]
-    keep = labels < 5
-    data.write_idx(root / "train-images-idx3-ubyte.gz", images[keep][:600])
-    data.write_idx(root / "train-labels-idx1-ubyte.gz", labels[keep][:600])
-    return root
+    return mnist_subset(tmp_path_factory.mktemp("digits"), 600, classes=range(5))
 
 
 def source_weights(name, tag):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, mnist_subset
 
 keras = pytest.importorskip("keras")
 from kerascnn import cli, data, primer, report, training, visualize  # noqa: E402
@@ -66,13 +66,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One epoch of LeNet-5 on 600 real MNIST digits (10% of each class held out)."""
-    if not MNIST.is_dir():
-        pytest.skip("../shared/data/mnist not present")
-    root = tmp_path_factory.mktemp("tiny_mnist")
-    data.write_idx(root / "train-images-idx3-ubyte.gz",
-                   data.read_idx(MNIST / "train-images-idx3-ubyte.gz")[:600])
-    data.write_idx(root / "train-labels-idx1-ubyte.gz",
-                   data.read_idx(MNIST / "train-labels-idx1-ubyte.gz")[:600])
+    root = mnist_subset(tmp_path_factory.mktemp("tiny_mnist"), 600)
     run_dir = tmp_path_factory.mktemp("runs") / "lenet"
     metrics = training.train(training.TrainConfig(arch="lenet5", dataset=f"idx:{root}", epochs=1,
                                                   run_dir=str(run_dir), verbose=0))
