@@ -76,7 +76,6 @@ class _SavedModel:
     def __call__(self, files, k):
         import tensorflow as tf
 
-        load_images(files, EvalTransform.default(self.input_shape))  # names a bad file
         out = self._fn(image_bytes=tf.constant([Path(f).read_bytes() for f in files]))
         scores = out["top_k_scores"].numpy()[:, :k]
         names = [[c.decode("utf-8") for c in row[:k]] for row in out["top_k_classes"].numpy()]
