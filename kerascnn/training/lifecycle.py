@@ -36,7 +36,7 @@ from ..arithmetic import SizeError
 from ..errors import UserError
 from ..files import atomic_path
 from ..recipes import Recipe, recipe_for
-from ..runs import RunConfig, RunDir
+from ..runs import STATUS_FINISHED, RunConfig, RunDir
 from . import compiling, multiworker, transfer
 from .callbacks import best_epoch, fit_callbacks
 from .evaluation import evaluate_model, write_plots
@@ -374,7 +374,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     flipped = evaluate_model(inference, val_pipe, dataset.class_names, flip=True) \
         if dataset.style == "photos" else None
     metrics = {
-        "status": "finished",
+        "status": STATUS_FINISHED,
         "val_top1": results["top1"], "val_top5": results["top5"], "val_loss": results["loss"],
         "top5_k": results["k"], "val_images": results["images"],
         # test-time flip averaging, beside the plain figure (never in its place)
