@@ -253,7 +253,7 @@ def fetch(e: PublishedWeights, *, base_url: str | None = None, timeout: float = 
             if candidate == target:  # a damaged copy of ours (one of Keras' own is left alone)
                 candidate.unlink()
     url = _url(e, base_url)
-    print(f"downloading {e.publisher}'s {e.source_name} from {url} to {target}", file=sys.stderr)
+    print(f"downloading {e.source_name} ({e.publisher}) from {url} to {target}", file=sys.stderr)
     by_hand = (f"on a machine without internet access download {e.url} elsewhere and put it at "
                f"{target} (or point ${URL_ENV} at a folder or mirror holding {e.file_name})")
     try:
