@@ -35,3 +35,16 @@ def mnist_subset(root, count: int, classes=None) -> Path:
     data.write_idx(root / "train-images-idx3-ubyte.gz", images[:count])
     data.write_idx(root / "train-labels-idx1-ubyte.gz", labels[:count])
     return root
+
+
+def train_main(argv, capsys):
+    """Run train.py's ``main`` in-process, as ``python train.py ARGV`` does; returns
+    ``(exit code, stdout, stderr)``."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import train as train_script
+    finally:
+        sys.path.remove(str(ROOT))
+    rc = train_script.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED_DATA, mnist_subset
+from conftest import ROOT, SHARED_DATA, mnist_subset, train_main
 
 keras = pytest.importorskip("keras")
 import kerascnn  # noqa: E402
@@ -27,18 +27,6 @@ needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason="../shared/data/mnis
 def mnist_small(tmp_path_factory):
     """The first 3,000 real MNIST training digits as IDX files (10% are held out by the loader)."""
     return mnist_subset(tmp_path_factory.mktemp("mnist_small"), 3000)
-
-
-def train_main(argv, capsys):
-    """Run train.py's main in-process; returns (exit code, stdout, stderr)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        import train as train_script
-    finally:
-        sys.path.remove(str(ROOT))
-    rc = train_script.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 # ---------------------------------------------------------------------------------------------

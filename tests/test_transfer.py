@@ -4,12 +4,11 @@ a kill in each phase and the resumes, and the errors a user can fix."""
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, mnist_subset
+from conftest import ROOT, mnist_subset, train_main
 
 keras = pytest.importorskip("keras")
 import kerascnn  # noqa: E402
@@ -195,14 +194,10 @@ def test_kills_at_the_phase_boundary_and_mid_fine_tune_resume(digits, tmp_path):
 # errors: one line, exit code 2
 
 
-def train_main(argv, capsys):
-    sys.path.insert(0, str(ROOT))
-    try:
-        import train as train_script
-    finally:
-        sys.path.remove(str(ROOT))
-    rc = train_script.main([str(a) for a in argv])
-    return rc, capsys.readouterr().err
+def train_errors(argv, capsys):
+    """train.py's exit code and stderr for ``argv``."""
+    rc, _, err = train_main(argv, capsys)
+    return rc, err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -221,16 +216,16 @@ def train_main(argv, capsys):
     (["--weights", "imagenet"], "--weights imagenet needs --arch"),
 ])
 def test_transfer_flags_that_make_no_sense(argv, message, tmp_path, capsys):
-    rc, err = train_main([*argv, "--run-dir", tmp_path / "run"], capsys)
+    rc, err = train_errors([*argv, "--run-dir", tmp_path / "run"], capsys)
     assert rc == 2 and message in err and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 
 def test_sources_the_data_cannot_feed(photos, digits, tmp_path, capsys):
-    rc, err = train_main(["--weights", "lenet5:mnist", "--dataset", f"folder:{photos}",
+    rc, err = train_errors(["--weights", "lenet5:mnist", "--dataset", f"folder:{photos}",
                           "--run-dir", tmp_path / "a"], capsys)
     assert rc == 2 and "takes 1-channel images but the dataset has 3-channel ones" in err
-    rc, err = train_main(["--weights", "lenet5:mnist", "--dataset", f"idx:{digits}",
+    rc, err = train_errors(["--weights", "lenet5:mnist", "--dataset", f"idx:{digits}",
                           "--image-size", "36", "--run-dir", tmp_path / "b"], capsys)
     assert rc == 2 and "layer f6 needs weights of shape" in err and "--image-size 32" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -244,7 +239,7 @@ def test_imagenet_weights_come_from_get_model(monkeypatch, tmp_path, capsys):
         raise WeightsError("resnet50.weights.h5 is not in ~/.keras/kerascnn and this machine "
                            "is offline; download it there")
     monkeypatch.setattr(registry, "get_model", offline)
-    rc, err = train_main(["--weights", "imagenet", "--arch", "resnet50", "--run-dir",
+    rc, err = train_errors(["--weights", "imagenet", "--arch", "resnet50", "--run-dir",
                           tmp_path / "run"], capsys)
     assert rc == 2 and "is offline" in err and calls == [("resnet50", "imagenet")]
 
