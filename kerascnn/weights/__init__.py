@@ -47,8 +47,8 @@ def available(model: str | None = None) -> dict[str, dict]:
     """Manifests of the shipped weights, keyed ``model:tag`` (only ``model``'s when given)."""
     found = {}
     for path in sorted(HERE.glob("*.json")):
-        if path.name == "imagenet_classes.json":  # the ImageNet class names, no manifest
-            continue
+        if not path.with_name(f"{path.stem}.weights.h5").is_file():
+            continue  # a manifest sits beside its weights file (imagenet_classes.json does not)
         meta = json.loads(path.read_text(encoding="utf-8"))
         if model is None or meta["model"] == model:
             found[f"{meta['model']}:{meta['tag']}"] = meta
@@ -65,13 +65,11 @@ def manifest(name: str, tag: str) -> dict:
     """The manifest of the shipped weights ``tag`` of network ``name`` (class names, accuracy,
     provenance); an unknown pair raises :class:`WeightsError` listing the shipped ones. A
     published ``tag`` (``"imagenet"`` ...) gets a manifest of the same shape."""
-    from .published import is_published, manifest as published_manifest
+    from .published import NoPublishedWeights, is_published, manifest as published_manifest
     if is_published(tag):
         try:
             return published_manifest(name, tag)
-        except WeightsError as exc:
-            if not str(exc).startswith("no ImageNet weights"):
-                raise
+        except NoPublishedWeights as exc:
             own = [k.split(":")[1] for k in available(name)]
             raise WeightsError(f"{exc}; {name} ships {', '.join(map(repr, own)) or 'none'} "
                                f"(shipped weights: {_listing()})") from None

@@ -54,7 +54,7 @@ from ..errors import WeightsError
 from ..files import atomic_path
 from .record import PublishedWeights
 
-__all__ = ["PublishedWeights", "PUBLISHERS", "DEFAULT_ORDER", "URL_ENV", "entries", "entry",
+__all__ = ["PublishedWeights", "NoPublishedWeights", "PUBLISHERS", "DEFAULT_ORDER", "URL_ENV", "entries", "entry",
            "is_published", "class_names", "manifest", "fetch", "converted_path", "home", "load",
            "unavailable"]
 
@@ -75,6 +75,10 @@ SUFFIXES = {".h5": "keras.applications", ".pth": "torchvision", ".pt": "torchvis
 URL_ENV = "KERASCNN_WEIGHTS_URL"
 CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.json")
 _CHUNK = 1 << 20
+
+
+class NoPublishedWeights(WeightsError):
+    """No publisher has ImageNet weights for the network (or not the one asked for)."""
 
 
 # ------------------------------------------------------------------------------ the table
@@ -153,9 +157,9 @@ def entry(network: str, tag) -> PublishedWeights:
         others = [e.publisher for e in entries(network)]
         hint = f"; {network} has them from {', '.join(others)}: weights='imagenet:" \
                f"{others[0].split('.')[0]}'" if others else ""
-        raise WeightsError(f"no ImageNet weights{' from ' + publisher if publisher else ''} for "
-                           f"{network} (weights={tag!r}){why}{hint}; published ImageNet weights: "
-                           f"{_listing()}")
+        origin = f" from {publisher}" if publisher else ""
+        raise NoPublishedWeights(f"no ImageNet weights{origin} for {network} (weights={tag!r})"
+                                 f"{why}{hint}; published ImageNet weights: {_listing()}")
     return own[0]
 
 
@@ -189,9 +193,14 @@ def manifest(network: str, tag) -> dict:
 
 
 # ------------------------------------------------------------------------------ files
+def _keras_home() -> Path:
+    """``$KERAS_HOME`` (``~/.keras`` by default), where Keras keeps its files."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
 def home() -> Path:
-    """``$KERAS_HOME/kerascnn`` (``~/.keras/kerascnn`` by default, as Keras keeps its files)."""
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "kerascnn"
+    """``$KERAS_HOME/kerascnn``: this package's downloads and converted weights."""
+    return _keras_home() / "kerascnn"
 
 
 def _download_path(e: PublishedWeights) -> Path:
@@ -202,8 +211,7 @@ def _other_caches(e: PublishedWeights) -> list[Path]:
     """Where the publisher's own library keeps the same file (keras.applications' get_file,
     torch hub)."""
     if e.publisher == "keras.applications":
-        return [Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
-                / e.file_name]
+        return [_keras_home() / "models" / e.file_name]
     torch_home = os.environ.get("TORCH_HOME") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
     return [Path(torch_home) / "hub" / "checkpoints" / e.file_name]
